@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run). On a fresh Debian/Ubuntu machine it installs what the tiers
+# need (apt packages when root, a venv, the toolchain image and rootfs through rvtorch itself), then
+# runs the tiers and prints each tier's time.
+#
+#   ./scripts/test.sh                 all tiers: lint unit integration emulated
+#   ./scripts/test.sh unit            one or more tiers by name
+#   RVTORCH_SKIP_APT=1 ./scripts/test.sh   do not touch apt (packages already present)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ALL_TIERS=(lint unit integration emulated)
+if [ "$#" -gt 0 ]; then TIERS=("$@"); else TIERS=("${ALL_TIERS[@]}"); fi
+for t in "${TIERS[@]}"; do
+  case "$t" in
+    lint | unit | integration | emulated) ;;
+    *) die "unknown tier '$t' (valid: ${ALL_TIERS[*]})" ;;
+  esac
+done
+
+needs_host_tools() {
+  local t
+  for t in "${TIERS[@]}"; do [ "$t" = unit ] || [ "$t" = lint ] || return 0; done
+  return 1
+}
+
+# Host packages: container engines, debootstrap, qemu-user for the integration/emulated tiers.
+APT_PACKAGES=(buildah podman debootstrap qemu-user-static binfmt-support xz-utils zstd git)
+if needs_host_tools && [ -z "${RVTORCH_SKIP_APT:-}" ]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || die "missing host packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})"
+    log "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+ensure_venv dev
+PY="$RVTORCH_VENV/bin/python"
+export PATH="$RVTORCH_VENV/bin:$PATH"
+
+declare -A TIER_TIME TIER_RESULT
+run_tier() {
+  local tier="$1" start rc=0
+  start=$(date +%s)
+  log "tier $tier: start"
+  case "$tier" in
+    lint)
+      ruff check src tests benchmarks recipes || rc=$?
+      mypy || rc=$?
+      # shellcheck disable=SC2046
+      shellcheck -x scripts/*.sh .ci/run $(find docker -name '*.sh') || rc=$?
+      hadolint --failure-threshold error docker/*.Dockerfile || rc=$?
+      actionlint ci/workflows/*.yml || rc=$?
+      ;;
+    unit) "$PY" -m pytest -q tests/unit || rc=$? ;;
+    integration) "$PY" -m pytest -q -m "integration and not emulated" tests/integration || rc=$? ;;
+    emulated) "$PY" -m pytest -q tests/emulated || rc=$? ;;
+  esac
+  TIER_TIME[$tier]=$(($(date +%s) - start))
+  if [ "$rc" -eq 0 ]; then TIER_RESULT[$tier]=pass; else TIER_RESULT[$tier]="FAIL($rc)"; fi
+  log "tier $tier: ${TIER_RESULT[$tier]} in ${TIER_TIME[$tier]} s"
+}
+
+overall=0
+for t in "${TIERS[@]}"; do
+  run_tier "$t"
+  [ "${TIER_RESULT[$t]}" = pass ] || overall=1
+done
+
+printf '\n%-12s %-10s %s\n' tier result seconds
+for t in "${TIERS[@]}"; do printf '%-12s %-10s %s\n' "$t" "${TIER_RESULT[$t]}" "${TIER_TIME[$t]}"; done
+exit "$overall"

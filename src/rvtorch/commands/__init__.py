@@ -1,0 +1,1 @@
+"""One module per ``rvtorch`` sub-command; see ``rvtorch.cli.COMMANDS``."""
