@@ -1,0 +1,607 @@
+"""Running target programs under QEMU user emulation, with a clean guest environment.
+
+Two ways to run a target binary from a target root filesystem (see docs/emulation.md):
+
+* **binfmt** — binfmt_misc has an entry for the target's ELF whose interpreter works inside the
+  rootfs (the ``F`` flag opens it at registration time): ``chroot ROOTFS CMD`` then runs target
+  code transparently, including child processes. The CPU model reaches the interpreter through
+  ``QEMU_CPU`` in the environment (qemu-user reads it). Needs root (chroot).
+* **qemu** — no usable binfmt entry (or not root): ``qemu-<arch>-static -L ROOTFS -cpu MODEL
+  ROOTFS/usr/bin/python3.13 ...``. Child processes that exec target binaries fail in this mode
+  (the kernel cannot run them): launch each process from the host.
+
+The arch ``host`` is the native reference rootfs (amd64 on this machine): plain ``chroot``.
+
+QEMU hands its own environment to the guest, so the guest environment is built from nothing:
+host-only variables such as ``OPENBLAS_CORETYPE=Haswell`` (FACTS: a riscv64 OpenBLAS then prints
+"Core not found" and falls back to the generic kernel) never reach it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .proc import echo
+from .targets import CpuModel, Target, matrix, suggest
+
+HOST_ARCH = "host"
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+# Entries we register carry this prefix; teardown removes only those.
+OWN_PREFIX = "rvtorch-"
+MODE_ENV = "RVTORCH_EMULATION"
+MODES = ("auto", "binfmt", "qemu")
+
+GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# ELF e_machine numbers for the names used in targets.toml (from the ELF specification; the same
+# values pyelftools' ENUM_E_MACHINE carries).
+_E_MACHINE = {"EM_RISCV": 243, "EM_AARCH64": 183, "EM_X86_64": 62}
+
+
+# --------------------------------------------------------------------------------------------
+# Arch resolution
+# --------------------------------------------------------------------------------------------
+
+
+def all_arches() -> tuple[str, ...]:
+    return (*matrix().arches, HOST_ARCH)
+
+
+def resolve(arch: str) -> Target | None:
+    """The target for ``arch``; ``None`` for the native ``host`` reference."""
+    if arch == HOST_ARCH:
+        return None
+    if arch not in matrix().arches:
+        raise UsageError(f"unknown arch {arch!r}", hint=suggest(arch, all_arches()))
+    return matrix().target(arch)
+
+
+def cpu_model(arch: str, cpu: str | None) -> CpuModel | None:
+    """The CPU model to emulate: ``cpu`` by name (or exact -cpu string), else the first listed."""
+    t = resolve(arch)
+    if t is None:
+        if cpu:
+            raise UsageError(f"--cpu {cpu!r} makes no sense for the native host rootfs")
+        return None
+    return t.cpu_model(cpu) if cpu else t.cpu[0]
+
+
+# --------------------------------------------------------------------------------------------
+# binfmt_misc
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BinfmtEntry:
+    """One ``/proc/sys/fs/binfmt_misc/NAME`` entry."""
+
+    name: str
+    enabled: bool
+    interpreter: str
+    flags: str
+    offset: int = 0
+    magic: bytes = b""
+    mask: bytes = b""
+    extension: str = ""
+
+    def matches(self, header: bytes) -> bool:
+        """Would the kernel hand a file starting with ``header`` to this entry?"""
+        if not self.magic:
+            return False
+        chunk = header[self.offset : self.offset + len(self.magic)]
+        if len(chunk) < len(self.magic):
+            return False
+        mask = self.mask or b"\xff" * len(self.magic)
+        return all((c & m) == (g & m) for c, m, g in zip(chunk, mask, self.magic, strict=True))
+
+    @property
+    def fix_binary(self) -> bool:
+        return "F" in self.flags
+
+    @property
+    def ours(self) -> bool:
+        return self.name.startswith(OWN_PREFIX)
+
+
+def parse_binfmt_entry(name: str, text: str) -> BinfmtEntry:
+    """Parse the text the kernel shows for one entry (``enabled``, ``interpreter``, ``flags:``)."""
+    enabled = False
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line in ("enabled", "disabled"):
+            enabled = line == "enabled"
+            continue
+        key, _, value = line.partition(" ")
+        fields[key.rstrip(":")] = value.strip()
+    return BinfmtEntry(
+        name=name,
+        enabled=enabled,
+        interpreter=fields.get("interpreter", ""),
+        flags=fields.get("flags", ""),
+        offset=int(fields.get("offset", "0") or 0),
+        magic=bytes.fromhex(fields.get("magic", "")),
+        mask=bytes.fromhex(fields.get("mask", "")),
+        extension=fields.get("extension", ""),
+    )
+
+
+def binfmt_mounted(root: Path = BINFMT_DIR) -> bool:
+    return (root / "register").exists()
+
+
+def binfmt_entries(root: Path = BINFMT_DIR) -> list[BinfmtEntry]:
+    if not binfmt_mounted(root):
+        return []
+    out = []
+    for f in sorted(root.iterdir()):
+        if f.name in ("register", "status"):
+            continue
+        try:
+            out.append(parse_binfmt_entry(f.name, f.read_text()))
+        except OSError:  # removed while we read the directory
+            continue
+    return out
+
+
+def binfmt_enabled_globally(root: Path = BINFMT_DIR) -> bool:
+    try:
+        return (root / "status").read_text().strip() == "enabled"
+    except OSError:
+        return False
+
+
+def elf_header(t: Target) -> bytes:
+    """The first 20 bytes of a little-endian ELF64 executable for ``t`` (e_ident..e_machine)."""
+    try:
+        machine = _E_MACHINE[t.elf_machine]
+    except KeyError as exc:
+        raise UsageError(
+            f"{t.arch}: unknown elf_machine {t.elf_machine!r} in targets.toml",
+            hint=suggest(t.elf_machine, tuple(_E_MACHINE)),
+        ) from exc
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)  # ELFCLASS64, LSB, version 1, SYSV
+    return ident + (2).to_bytes(2, "little") + machine.to_bytes(2, "little")  # ET_EXEC
+
+
+def binfmt_magic_mask(t: Target) -> tuple[bytes, bytes]:
+    """Magic and mask that match executables and shared objects (ET_EXEC, ET_DYN) of ``t``."""
+    magic = elf_header(t)
+    # Ignore the OS/ABI byte (index 7) and the low bit of e_type (EXEC=2 vs DYN=3), like QEMU's
+    # own qemu-binfmt-conf.sh does.
+    mask = b"\xff" * 7 + b"\x00" + b"\xff" * 8 + b"\xfe\xff" + b"\xff\xff"
+    return magic, mask
+
+
+def matching_entries(t: Target, entries: list[BinfmtEntry] | None = None) -> list[BinfmtEntry]:
+    header = elf_header(t)
+    if entries is None:
+        entries = binfmt_entries()
+    return [e for e in entries if e.matches(header)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BinfmtState:
+    mounted: bool
+    enabled: bool
+    entries: tuple[BinfmtEntry, ...]  # enabled entries that match the target's ELF
+
+    def usable_in(self, rootfs: Path | None) -> bool:
+        """Would ``chroot rootfs <target binary>`` run? Every matching entry must work there."""
+        if not (self.mounted and self.enabled and self.entries):
+            return False
+        for e in self.entries:
+            if e.fix_binary:
+                continue
+            if rootfs is None or not (rootfs / e.interpreter.lstrip("/")).exists():
+                return False
+        return True
+
+    def describe(self) -> str:
+        if not self.mounted:
+            return "binfmt_misc not mounted"
+        if not self.enabled:
+            return "binfmt_misc disabled globally"
+        if not self.entries:
+            return "no binfmt entry"
+        return "; ".join(f"{e.name}: {e.interpreter} flags={e.flags or '-'}" for e in self.entries)
+
+
+def binfmt_state(t: Target, root: Path = BINFMT_DIR) -> BinfmtState:
+    entries = [e for e in matching_entries(t, binfmt_entries(root)) if e.enabled]
+    return BinfmtState(
+        mounted=binfmt_mounted(root), enabled=binfmt_enabled_globally(root), entries=tuple(entries)
+    )
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _require_root(what: str) -> None:
+    if not is_root():
+        raise UsageError(f"{what} needs root", hint=f"run `sudo rvtorch {what}`")
+
+
+def mount_binfmt(root: Path = BINFMT_DIR) -> None:
+    if binfmt_mounted(root):
+        return
+    proc = subprocess.run(
+        ["mount", "-t", "binfmt_misc", "binfmt_misc", str(root)],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0 or not binfmt_mounted(root):
+        raise UsageError(
+            f"cannot mount binfmt_misc on {root}: {proc.stderr.strip() or 'not allowed'}",
+            hint="run on a host (or privileged container) that allows binfmt_misc, "
+            "or run without binfmt (rvtorch falls back to explicit qemu -L)",
+        )
+
+
+def own_entry_name(t: Target) -> str:
+    return f"{OWN_PREFIX}{t.arch}"
+
+
+def register(t: Target, interpreter: str, root: Path = BINFMT_DIR) -> str:
+    """Register ``interpreter`` for ``t`` with the F flag under our own name; returns the name."""
+    magic, mask = binfmt_magic_mask(t)
+
+    def esc(b: bytes) -> str:
+        return "".join(f"\\x{x:02x}" for x in b)
+
+    name = own_entry_name(t)
+    line = f":{name}:M::{esc(magic)}:{esc(mask)}:{interpreter}:F"
+    try:
+        (root / "register").write_text(line)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot register binfmt entry {name}: {exc.strerror}",
+            hint="needs root on a host that allows binfmt_misc",
+        ) from exc
+    return name
+
+
+def unregister(name: str, root: Path = BINFMT_DIR) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (root / name).write_text("-1")
+
+
+def set_entry_enabled(name: str, enabled: bool, root: Path = BINFMT_DIR) -> None:
+    (root / name).write_text("1" if enabled else "0")
+
+
+def setup(arches: Sequence[str]) -> list[str]:
+    """``rvtorch emulator setup``: register qemu for every arch that has no usable F entry."""
+    _require_root("emulator setup")
+    mount_binfmt()
+    if not binfmt_enabled_globally():
+        raise UsageError(
+            "binfmt_misc is disabled globally",
+            hint=f"echo 1 > {BINFMT_DIR}/status",
+        )
+    done = []
+    for arch in arches:
+        t = resolve(arch)
+        if t is None:
+            continue
+        state = binfmt_state(t)
+        if state.entries and all(e.fix_binary for e in state.entries):
+            print(f"{arch}: already registered ({state.describe()})")
+            continue
+        if (BINFMT_DIR / own_entry_name(t)).exists():
+            unregister(own_entry_name(t))
+        q = qemu_binary(t)
+        name = register(t, q)
+        # An older non-F entry for the same magic would still shadow ours inside a chroot.
+        print(f"{arch}: registered {name} -> {q} (flags F)")
+        done.append(name)
+        if not binfmt_state(t).usable_in(None):
+            others = [e.name for e in binfmt_state(t).entries if not e.fix_binary]
+            print(f"{arch}: note: entries without the F flag also match: {', '.join(others)} "
+                  f"(disable them: echo 0 > {BINFMT_DIR}/<name>)")
+    return done
+
+
+def teardown(arches: Sequence[str] | None = None) -> list[str]:
+    """``rvtorch emulator teardown``: remove the entries we registered, and only those."""
+    if not binfmt_mounted():
+        return []
+    wanted = None if arches is None else {f"{OWN_PREFIX}{a}" for a in arches}
+    removed = []
+    for e in binfmt_entries():
+        if e.ours and (wanted is None or e.name in wanted):
+            _require_root("emulator teardown")
+            unregister(e.name)
+            removed.append(e.name)
+    return removed
+
+
+@contextlib.contextmanager
+def binfmt_registered(t: Target) -> Iterator[bool]:
+    """Make sure target binaries run via binfmt for the duration (rootfs creation).
+
+    Yields True if this call registered an entry (it is removed again on exit). Without
+    binfmt and without root: a usage error saying exactly what to do.
+    """
+    if binfmt_state(t).usable_in(None):
+        yield False
+        return
+    if not is_root():
+        raise UsageError(
+            f"running {t.arch} binaries during rootfs creation needs binfmt_misc with the F flag",
+            hint=f"run `sudo rvtorch emulator setup --arch {t.arch}` once, then retry",
+        )
+    mount_binfmt()
+    name = register(t, qemu_binary(t))
+    try:
+        yield True
+    finally:
+        unregister(name)
+
+
+# --------------------------------------------------------------------------------------------
+# QEMU
+# --------------------------------------------------------------------------------------------
+
+
+def qemu_binary(t: Target) -> str:
+    found = shutil.which(t.qemu_binary)
+    if not found:
+        raise UsageError(
+            f"{t.qemu_binary} not found",
+            hint="apt-get install qemu-user-static (bookworm's 7.2 runs torch 3x faster than 10.0)",
+        )
+    return found
+
+
+def qemu_version(binary: str) -> str | None:
+    try:
+        proc = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    m = re.search(r"version (\d+\.\d+(?:\.\d+)?)", proc.stdout)
+    return m.group(1) if m else None
+
+
+def probe_cpu(binary: str, qemu_cpu: str, rootfs: Path | None = None) -> str | None:
+    """None if ``binary`` accepts ``-cpu qemu_cpu``, else QEMU's one-line complaint.
+
+    With a rootfs the target's ``/usr/bin/true`` is run. Without one a host executable is
+    loaded: QEMU creates the CPU before it checks the ELF, so "Invalid ELF image" means the
+    model and all its properties were accepted.
+    """
+    if rootfs is not None and (rootfs / "usr/bin/true").exists():
+        cmd = [binary, "-L", str(rootfs), "-cpu", qemu_cpu, str(rootfs / "usr/bin/true")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={}, check=False)
+        return None if proc.returncode == 0 else (proc.stderr.strip() or f"exit {proc.returncode}")
+    host_exe = shutil.which("true") or "/bin/true"
+    proc = subprocess.run(
+        [binary, "-cpu", qemu_cpu, host_exe], capture_output=True, text=True, env={}, check=False
+    )
+    err = proc.stderr.strip()
+    if "Invalid ELF image" in err or proc.returncode == 0:
+        return None
+    return err.splitlines()[-1].split(": ", 1)[-1] if err else f"exit {proc.returncode}"
+
+
+# --------------------------------------------------------------------------------------------
+# The guest command
+# --------------------------------------------------------------------------------------------
+
+
+def guest_env(extra: Mapping[str, str] | None = None, *, tmpdir: str = "/tmp") -> dict[str, str]:
+    """The guest's whole environment: a fixed base plus what the caller passes explicitly."""
+    env = {
+        "PATH": GUEST_PATH,
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "TMPDIR": tmpdir,
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def resolve_in_rootfs(rootfs: Path, guest_path: str) -> Path:
+    """The host path of ``guest_path``, following symlinks as the guest would (root = rootfs)."""
+    parts = [p for p in guest_path.split("/") if p]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        host = rootfs.joinpath(*resolved, part)
+        if host.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise UsageError(f"too many symlinks resolving {guest_path} in {rootfs}")
+            link = os.readlink(host)
+            if link.startswith("/"):
+                resolved = []
+            parts = [p for p in link.split("/") if p] + parts
+            continue
+        resolved.append(part)
+    return rootfs.joinpath(*resolved)
+
+
+def _find_guest_program(rootfs: Path, name: str) -> str:
+    """The guest path of ``name`` (searched on the guest PATH when it has no slash)."""
+    if "/" in name:
+        if not name.startswith("/"):
+            raise UsageError(f"give the program as an absolute guest path or a name: {name!r}")
+        return name
+    for d in GUEST_PATH.split(":"):
+        candidate = f"{d}/{name}"
+        if resolve_in_rootfs(rootfs, candidate).is_file():
+            return candidate
+    raise UsageError(
+        f"{name!r} not found on the guest PATH in {rootfs}",
+        hint="install it in the rootfs or give an absolute guest path",
+    )
+
+
+def _shebang(host_file: Path) -> list[str] | None:
+    try:
+        with host_file.open("rb") as fh:
+            first = fh.readline(256)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    return first[2:].decode(errors="replace").strip().split(None, 1)
+
+
+def mode_for(arch: str, rootfs: Path | None) -> str:
+    """``native`` (host), ``binfmt`` (chroot) or ``qemu`` (explicit -L); see the module doc."""
+    t = resolve(arch)
+    forced = os.environ.get(MODE_ENV, "auto") or "auto"
+    if forced not in MODES:
+        raise UsageError(f"{MODE_ENV}={forced!r} is not a mode", hint=suggest(forced, MODES))
+    if t is None:
+        if not is_root():
+            raise UsageError("running the host reference rootfs needs root (chroot)",
+                             hint="run as root")
+        return "native"
+    usable = is_root() and binfmt_state(t).usable_in(rootfs)
+    if forced == "binfmt":
+        if not usable:
+            raise UsageError(
+                f"{MODE_ENV}=binfmt but binfmt cannot run {arch} binaries in a chroot here",
+                hint=f"run `sudo rvtorch emulator setup --arch {arch}` or unset {MODE_ENV}",
+            )
+        return "binfmt"
+    if forced == "qemu" or not usable:
+        return "qemu"
+    return "binfmt"
+
+
+def guest_command(
+    arch: str,
+    argv: Sequence[str],
+    *,
+    cpu: str | None = None,
+    rootfs: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The host argv and the (clean) environment that run guest ``argv`` in ``rootfs``.
+
+    ``env`` adds variables to the guest environment explicitly; nothing else from the host
+    passes. ``cwd`` is a guest directory (default ``/``).
+    """
+    if not argv:
+        raise UsageError("no command to run", hint="rvtorch run --arch ARCH -- CMD ...")
+    model = cpu_model(arch, cpu)
+    rootfs = Path(rootfs).resolve()
+    if not (rootfs / "usr").is_dir():
+        raise UsageError(f"{rootfs} is not a root filesystem",
+                         hint=f"create one with `rvtorch rootfs create --arch {arch}`")
+    mode = mode_for(arch, rootfs)
+    if mode in ("native", "binfmt"):
+        extra = dict(env or {})
+        if model is not None:
+            extra["QEMU_CPU"] = model.qemu_cpu
+        cmd = ["chroot", str(rootfs)]
+        if cwd:
+            cmd += ["/usr/bin/env", f"--chdir={cwd}"]
+        return [*cmd, *argv], guest_env(extra)
+    t = resolve(arch)
+    assert t is not None and model is not None
+    program = _find_guest_program(rootfs, argv[0])
+    host_exe = resolve_in_rootfs(rootfs, program)
+    args = list(argv[1:])
+    interp = _shebang(host_exe)
+    if interp:
+        # QEMU loads ELF only: run the script's interpreter with the script as argument.
+        args = [*interp[1:], program, *args]
+        host_exe = resolve_in_rootfs(rootfs, interp[0])
+    # Paths the guest opens are looked up under -L first; files that do not exist there yet
+    # (new files in TMPDIR) would land on the host's /tmp, so TMPDIR is the rootfs's tmp by its
+    # host path, which the guest reaches unchanged.
+    genv = guest_env(env, tmpdir=str(rootfs / "tmp"))
+    cmd = [qemu_binary(t), "-L", str(rootfs), "-cpu", model.qemu_cpu, str(host_exe), *args]
+    if cwd:
+        cmd = ["env", f"--chdir={resolve_in_rootfs(rootfs, cwd)}", *cmd]
+    return cmd, genv
+
+
+def _default_rootfs(arch: str) -> Path:
+    from .rootfs import ensure_rootfs  # rootfs imports this module
+
+    return ensure_rootfs(arch)
+
+
+def run_guest(
+    arch: str,
+    argv: Sequence[str],
+    *,
+    cpu: str | None = None,
+    rootfs: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    capture: bool = True,
+    cwd: str | None = None,
+    quiet: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run guest ``argv`` and return the CompletedProcess (whatever its exit status).
+
+    ``rootfs`` defaults to the arch's cached base rootfs (created if missing). A timeout raises
+    ``subprocess.TimeoutExpired`` after the process was killed.
+    """
+    if rootfs is None:
+        rootfs = _default_rootfs(arch)
+    cmd, genv = guest_command(arch, argv, cpu=cpu, rootfs=rootfs, env=env, cwd=cwd)
+    if not quiet:
+        echo(cmd)
+    try:
+        return subprocess.run(
+            cmd, env=genv, text=True, capture_output=capture, timeout=timeout, check=False
+        )
+    except FileNotFoundError as exc:
+        raise UsageError(f"{cmd[0]} not found", hint="see `rvtorch doctor`") from exc
+
+
+def _rootfs_arch(rootfs: Path) -> str | None:
+    manifest = rootfs.with_name(rootfs.name + ".json")
+    try:
+        return str(json.loads(manifest.read_text())["arch"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@contextlib.contextmanager
+def guest_tmpdir(rootfs: Path, arch: str | None = None) -> Iterator[tuple[Path, str]]:
+    """A fresh directory inside ``rootfs`` as (host path, guest path); removed on exit.
+
+    The guest path depends on how the guest runs: ``/tmp/rvtorch-XXXX`` under chroot, the host
+    path itself under explicit ``qemu -L`` (new files there must not fall through to the host's
+    /tmp). ``arch`` defaults to the one recorded in the rootfs's manifest.
+    """
+    rootfs = Path(rootfs).resolve()
+    arch = arch or _rootfs_arch(rootfs)
+    if arch is None:
+        raise UsageError(f"{rootfs} has no manifest naming its arch", hint="pass arch=")
+    host = Path(tempfile.mkdtemp(prefix="rvtorch-", dir=rootfs / "tmp"))
+    host.chmod(0o1777)
+    try:
+        if mode_for(arch, rootfs) == "qemu":
+            yield host, str(host)
+        else:
+            yield host, "/tmp/" + host.name
+    finally:
+        shutil.rmtree(host, ignore_errors=True)

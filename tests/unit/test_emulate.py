@@ -1,0 +1,244 @@
+"""Unit tests of rvtorch.emulate: binfmt parsing, guest command construction, clean guest env."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rvtorch import emulate
+from rvtorch.emulate import (
+    BinfmtEntry,
+    binfmt_magic_mask,
+    binfmt_state,
+    guest_command,
+    guest_env,
+    parse_binfmt_entry,
+    register,
+    resolve_in_rootfs,
+)
+from rvtorch.errors import UsageError
+from rvtorch.targets import matrix, target
+
+# What the kernel shows for Debian's qemu-user-static entry (binfmt-support, P flag, no F).
+DEBIAN_RISCV64_ENTRY = """enabled
+interpreter /usr/libexec/qemu-binfmt/riscv64-binfmt-P
+flags: P
+offset 0
+magic 7f454c460201010000000000000000000200f300
+mask ffffffffffffff00fffffffffffffffffeffffff
+"""
+
+# The kernel prints "flags: " with a trailing space when there are none.
+JAR_ENTRY = "enabled\ninterpreter /usr/bin/jexec\nflags: \nextension .jar\n"
+
+
+def test_parse_binfmt_entry() -> None:
+    e = parse_binfmt_entry("qemu-riscv64", DEBIAN_RISCV64_ENTRY)
+    assert e.enabled and e.flags == "P" and not e.fix_binary and not e.ours
+    assert e.interpreter == "/usr/libexec/qemu-binfmt/riscv64-binfmt-P"
+    assert e.magic[:4] == b"\x7fELF" and len(e.mask) == len(e.magic) == 20
+    assert e.matches(emulate.elf_header(target("riscv64")))
+    assert not e.matches(emulate.elf_header(target("aarch64")))
+    jar = parse_binfmt_entry("jar", JAR_ENTRY)
+    assert jar.extension == ".jar" and not jar.matches(emulate.elf_header(target("riscv64")))
+
+
+def test_our_magic_matches_what_debian_registers() -> None:
+    magic, mask = binfmt_magic_mask(target("riscv64"))
+    e = parse_binfmt_entry("x", DEBIAN_RISCV64_ENTRY)
+    assert (magic, mask) == (e.magic, e.mask)
+    # Shared objects (ET_DYN = 3, what PIE executables are) match too.
+    header = bytearray(emulate.elf_header(target("riscv64")))
+    header[16] = 3
+    own = BinfmtEntry(name="rvtorch-riscv64", enabled=True, interpreter="/q", flags="F",
+                      magic=magic, mask=mask)
+    assert own.matches(bytes(header)) and own.ours
+
+
+def test_every_target_has_a_known_elf_machine() -> None:
+    headers = {emulate.elf_header(t) for t in matrix().targets}
+    assert len(headers) == len(matrix().targets)
+
+
+def _fake_binfmt(tmp_path: Path, entries: dict[str, str], status: str = "enabled") -> Path:
+    root = tmp_path / "binfmt_misc"
+    root.mkdir()
+    (root / "register").write_text("")
+    (root / "status").write_text(status + "\n")
+    for name, text in entries.items():
+        (root / name).write_text(text)
+    return root
+
+
+def test_binfmt_state_usable_needs_f_flag_or_interpreter_in_rootfs(tmp_path: Path) -> None:
+    root = _fake_binfmt(tmp_path, {"qemu-riscv64": DEBIAN_RISCV64_ENTRY, "jar": JAR_ENTRY})
+    st = binfmt_state(target("riscv64"), root)
+    assert st.mounted and [e.name for e in st.entries] == ["qemu-riscv64"]
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    assert not st.usable_in(rootfs)  # P without F: interpreter must exist inside the chroot
+    interp = rootfs / "usr/libexec/qemu-binfmt/riscv64-binfmt-P"
+    interp.parent.mkdir(parents=True)
+    interp.write_text("")
+    assert st.usable_in(rootfs)
+    assert not binfmt_state(target("aarch64"), root).usable_in(rootfs)
+
+
+def test_binfmt_state_unmounted_and_disabled(tmp_path: Path) -> None:
+    st = binfmt_state(target("riscv64"), tmp_path / "nothing")
+    assert not st.mounted and not st.usable_in(None) and "not mounted" in st.describe()
+    root = _fake_binfmt(tmp_path, {"rvtorch-riscv64": DEBIAN_RISCV64_ENTRY.replace("P\n", "F\n")},
+                        status="disabled")
+    st = binfmt_state(target("riscv64"), root)
+    assert not st.usable_in(None) and "disabled" in st.describe()
+
+
+def test_register_writes_an_f_entry_under_our_name(tmp_path: Path) -> None:
+    root = _fake_binfmt(tmp_path, {})
+    name = register(target("riscv64"), "/usr/bin/qemu-riscv64-static", root)
+    line = (root / "register").read_text()
+    assert name == "rvtorch-riscv64"
+    assert line.startswith(":rvtorch-riscv64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00")
+    assert line.endswith(":/usr/bin/qemu-riscv64-static:F")
+    assert "\\xf3\\x00:" in line  # EM_RISCV = 243, little endian
+
+
+def _fake_rootfs(tmp_path: Path) -> Path:
+    """A merged-/usr tree like Debian's: /bin -> usr/bin, python3 -> python3.13."""
+    root = tmp_path / "rootfs"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "tmp").mkdir()
+    (root / "usr/bin/python3.13").write_bytes(b"\x7fELF fake")
+    (root / "usr/bin/python3").symlink_to("python3.13")
+    (root / "bin").symlink_to("usr/bin")
+    (root / "usr/bin/abs-python").symlink_to("/bin/python3")
+    (root / "usr/bin/script").write_text("#!/usr/bin/python3 -u\nprint(1)\n")
+    return root
+
+
+def test_resolve_in_rootfs_follows_links_inside_the_rootfs(tmp_path: Path) -> None:
+    root = _fake_rootfs(tmp_path)
+    assert resolve_in_rootfs(root, "/bin/python3") == root / "usr/bin/python3.13"
+    assert resolve_in_rootfs(root, "/usr/bin/abs-python") == root / "usr/bin/python3.13"
+    assert resolve_in_rootfs(root, "/usr/../bin/./python3") == root / "usr/bin/python3.13"
+    (root / "usr/bin/loop").symlink_to("loop")
+    with pytest.raises(UsageError, match="too many symlinks"):
+        resolve_in_rootfs(root, "/usr/bin/loop")
+
+
+@pytest.fixture
+def host_env_with_openblas(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The variables this machine really carries (FACTS), plus something else host-only.
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/host/lib")
+    monkeypatch.setenv("QEMU_LD_PREFIX", "/")
+    monkeypatch.setattr(emulate, "is_root", lambda: True)
+    monkeypatch.setattr(emulate, "qemu_binary", lambda t: f"/usr/bin/{t.qemu_binary}")
+
+
+def test_guest_env_is_built_from_nothing(host_env_with_openblas: None) -> None:
+    env = guest_env({"OPENBLAS_VERBOSE": "2"})
+    assert set(env) == {"PATH", "HOME", "LANG", "TMPDIR", "OPENBLAS_VERBOSE"}
+    assert env["LANG"] == "C.UTF-8" and "OPENBLAS_CORETYPE" not in env
+
+
+def test_guest_command_qemu_mode(tmp_path: Path, host_env_with_openblas: None,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RVTORCH_EMULATION", "qemu")
+    root = _fake_rootfs(tmp_path)
+    cmd, env = guest_command("riscv64", ["python3", "-c", "pass"], cpu="rvv128", rootfs=root,
+                             env={"OMP_NUM_THREADS": "1"})
+    assert cmd == ["/usr/bin/qemu-riscv64-static", "-L", str(root), "-cpu",
+                   "rv64,v=true,vext_spec=v1.0,vlen=128", str(root / "usr/bin/python3.13"),
+                   "-c", "pass"]
+    assert not any(k.startswith(("OPENBLAS_", "QEMU_", "LD_")) for k in env)
+    assert env["OMP_NUM_THREADS"] == "1"
+    # New files under the guest's TMPDIR must land in the rootfs, not on the host's /tmp.
+    assert env["TMPDIR"] == str(root / "tmp")
+
+
+def test_guest_command_qemu_mode_runs_scripts_through_their_interpreter(
+    tmp_path: Path, host_env_with_openblas: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RVTORCH_EMULATION", "qemu")
+    root = _fake_rootfs(tmp_path)
+    cmd, _ = guest_command("riscv64", ["script", "a"], rootfs=root, cwd="/tmp")
+    assert cmd[:2] == ["env", f"--chdir={root / 'tmp'}"]
+    assert cmd[-4:] == [str(root / "usr/bin/python3.13"), "-u", "/usr/bin/script", "a"]
+    assert cmd[cmd.index("-cpu") + 1] == "rv64"  # default: the first (scalar) model
+
+
+def test_guest_command_binfmt_mode(tmp_path: Path, host_env_with_openblas: None,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _fake_rootfs(tmp_path)
+    st = emulate.BinfmtState(mounted=True, enabled=True, entries=(
+        BinfmtEntry(name="rvtorch-riscv64", enabled=True, interpreter="/q", flags="F"),))
+    monkeypatch.setattr(emulate, "binfmt_state", lambda t: st)
+    cmd, env = guest_command("riscv64", ["python3", "-V"], cpu="rvv256", rootfs=root)
+    assert cmd == ["chroot", str(root), "python3", "-V"]
+    assert env["QEMU_CPU"] == "rv64,v=true,vext_spec=v1.0,vlen=256"
+    assert env["TMPDIR"] == "/tmp" and "OPENBLAS_CORETYPE" not in env
+    # Forcing the explicit mode works even when binfmt is there.
+    monkeypatch.setenv("RVTORCH_EMULATION", "qemu")
+    cmd, _ = guest_command("riscv64", ["python3", "-V"], rootfs=root)
+    assert cmd[0] == "/usr/bin/qemu-riscv64-static"
+
+
+def test_binfmt_forced_but_missing_is_a_usage_error(
+    tmp_path: Path, host_env_with_openblas: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(emulate, "binfmt_state", lambda t: emulate.BinfmtState(
+        mounted=False, enabled=False, entries=()))
+    root = _fake_rootfs(tmp_path)
+    monkeypatch.setenv("RVTORCH_EMULATION", "binfmt")
+    with pytest.raises(UsageError) as exc:
+        guest_command("riscv64", ["python3"], rootfs=root)
+    assert "rvtorch emulator setup --arch riscv64" in exc.value.one_line()
+    monkeypatch.setenv("RVTORCH_EMULATION", "bfmt")
+    with pytest.raises(UsageError) as exc:
+        guest_command("riscv64", ["python3"], rootfs=root)
+    assert "did you mean 'binfmt'" in exc.value.one_line()
+
+
+def test_unknown_arch_and_cpu_hint(tmp_path: Path, host_env_with_openblas: None) -> None:
+    with pytest.raises(UsageError) as exc:
+        guest_command("riscv6", ["true"], rootfs=tmp_path)
+    assert "did you mean 'riscv64'" in exc.value.one_line()
+    with pytest.raises(UsageError) as exc:
+        guest_command("riscv64", ["true"], cpu="rvv129", rootfs=_fake_rootfs(tmp_path))
+    assert "did you mean" in exc.value.one_line()
+
+
+def test_missing_program_and_not_a_rootfs(tmp_path: Path, host_env_with_openblas: None,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RVTORCH_EMULATION", "qemu")
+    with pytest.raises(UsageError, match="not a root filesystem"):
+        guest_command("riscv64", ["true"], rootfs=tmp_path)
+    with pytest.raises(UsageError, match="not found on the guest PATH"):
+        guest_command("riscv64", ["gcc"], rootfs=_fake_rootfs(tmp_path))
+
+
+def test_host_arch_is_native_chroot(tmp_path: Path, host_env_with_openblas: None,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _fake_rootfs(tmp_path)
+    cmd, env = guest_command("host", ["python3", "-V"], rootfs=root)
+    assert cmd[0] == "chroot" and "QEMU_CPU" not in env
+    monkeypatch.setattr(emulate, "is_root", lambda: False)
+    with pytest.raises(UsageError, match="needs root"):
+        guest_command("host", ["python3"], rootfs=root)
+
+
+def test_guest_tmpdir_paths_per_mode(tmp_path: Path, host_env_with_openblas: None,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _fake_rootfs(tmp_path)
+    monkeypatch.setenv("RVTORCH_EMULATION", "qemu")
+    with emulate.guest_tmpdir(root, "riscv64") as (host, guest):
+        assert host.parent == root / "tmp" and guest == str(host)
+    assert not host.exists()
+    with emulate.guest_tmpdir(root, "host") as (host, guest):
+        assert guest == "/tmp/" + host.name and os.access(host, os.W_OK)
+    with pytest.raises(UsageError, match="manifest"), emulate.guest_tmpdir(root):
+        pass
