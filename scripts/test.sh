@@ -26,6 +26,11 @@ needs_host_tools() {
 
 # Host packages: container engines, debootstrap, qemu-user for the integration/emulated tiers.
 APT_PACKAGES=(buildah podman debootstrap qemu-user-static binfmt-support xz-utils zstd git)
+# Each target's binutils (its strip, for wheel repair): one package per triple in targets.toml.
+while read -r triple; do APT_PACKAGES+=("binutils-$triple"); done < <(
+  "$(host_python)" -c 'import sys, tomllib
+for t in tomllib.load(open(sys.argv[1], "rb"))["target"].values(): print(t["triple"])' \
+    "$RVTORCH_ROOT/toolchains/targets.toml")
 if needs_host_tools && [ -z "${RVTORCH_SKIP_APT:-}" ]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do
