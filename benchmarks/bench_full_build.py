@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Full from-clean PyTorch cross build: wall time, ninja [n/N] progress, ccache stats, wheel size.
+
+    python benchmarks/bench_full_build.py run [--arch riscv64] [--jobs 2]
+        starts `rvtorch build --stage full` under `nice -n 5` in the background (ccache on, the
+        log kept in the build tree), then polls it and rewrites the results file every minute
+        until the build ends (Ctrl-C stops polling, not the build).
+    python benchmarks/bench_full_build.py snapshot [--arch riscv64]
+        records the progress reached so far (or the final numbers) from the build log.
+
+Results: benchmarks/results/full_build.json (one entry per arch). A full build takes hours on two
+cores, so it is measured here, never in CI. Logs and wheels stay in the cache, never in git.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from rvtorch import build  # noqa: E402
+from rvtorch.paths import cache_dir  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "full_build.json"
+_NINJA = re.compile(r"^\[(\d+)/(\d+)\] (.*)$", re.M)
+_STEP = re.compile(r"^rvtorch: step (\w+) (\d+)$", re.M)
+
+
+def bench_dir() -> Path:
+    d = cache_dir() / "bench"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ccache(text: str) -> dict[str, Any]:
+    """The numbers of `ccache --show-stats --verbose` (last block in the log)."""
+    out: dict[str, Any] = {}
+    block = text[text.rfind("Cacheable calls:") :] if "Cacheable calls:" in text else ""
+    for key, pat in {
+        "cacheable_calls": r"Cacheable calls:\s+(\d+)",
+        "hits": r"^\s*Hits:\s+(\d+)",
+        "misses": r"^\s*Misses:\s+(\d+)",
+        "uncacheable_calls": r"Uncacheable calls:\s+(\d+)",
+        "cache_size_gb": r"Cache size \(GB\):\s+([\d.]+)",
+    }.items():
+        m = re.search(pat, block, re.M)
+        if m:
+            out[key] = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
+    return out
+
+
+def summarize(log: Path, start: float, end: float | None, out_dir: Path | None) -> dict[str, Any]:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    text = text[text.rfind("==== rvtorch build") :] if "==== rvtorch build" in text else text
+    matches = list(_NINJA.finditer(text))
+    now = end or time.time()
+    steps = {m.group(1): int(m.group(2)) for m in _STEP.finditer(text)}
+    names = list(steps)
+    durations = {a: steps[b] - steps[a] for a, b in itertools.pairwise(names)}
+    if names and names[-1] != "done":
+        durations[names[-1] + " (so far)"] = int(now - steps[names[-1]])
+    exit_m = re.findall(r"^rvtorch: exit (\d+)$", text, re.M)
+    status = (
+        "running" if end is None else ("finished" if exit_m and exit_m[-1] == "0" else "failed")
+    )
+    res: dict[str, Any] = {
+        "status": status,
+        "started": _iso(start),
+        "elapsed_s": round(now - start),
+        "elapsed_h": round((now - start) / 3600, 2),
+        "step_durations_s": durations,
+    }
+    # ninja restarts its counter for each cmake --build; the last run is the main compile.
+    big = [m for m in matches if int(m.group(2)) > 100]
+    if big:
+        done, total = int(big[-1].group(1)), int(big[-1].group(2))
+        compile_start = steps.get("compile", start)
+        rate = done / max(now - compile_start, 1)
+        res["ninja"] = {
+            "done": done,
+            "total": total,
+            "percent": round(100 * done / total, 1),
+            "last": big[-1].group(3)[:160],
+            "targets_per_min": round(rate * 60, 2),
+            "eta_s": round((total - done) / rate) if rate and done < total else 0,
+        }
+    cc = parse_ccache(text)
+    if cc:
+        res["ccache"] = cc
+    if out_dir is not None:
+        wheels = sorted(out_dir.glob("torch-*.whl"))
+        if wheels:
+            res["wheel"] = {
+                "name": wheels[-1].name,
+                "size_mb": round(wheels[-1].stat().st_size / 1e6, 1),
+            }
+    errors = [ln for ln in text.splitlines() if "FAILED:" in ln or " error: " in ln][:3]
+    if errors:
+        res["first_errors"] = errors
+    return res
+
+
+def write_result(arch: str, entry: dict[str, Any]) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[arch] = entry
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(entry, indent=2))
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    plan = build.make_plan(
+        args.arch,
+        provider="debian",
+        jobs=args.jobs,
+        cache="ccache",
+        stage="full",
+        out=bench_dir() / f"dist-{args.arch}",
+    )
+    marker = bench_dir() / f"full-{args.arch}"
+    marker.with_suffix(".start").write_text(_iso(time.time()) + "\n")
+    marker.with_suffix(".end").unlink(missing_ok=True)
+    log = bench_dir() / f"full-{args.arch}.driver.log"
+    argv = [
+        "nice",
+        "-n",
+        "5",
+        sys.executable,
+        "-m",
+        "rvtorch",
+        "build",
+        "--arch",
+        args.arch,
+        "--source",
+        "debian",
+        "--jobs",
+        str(args.jobs),
+        "--cache",
+        "ccache",
+        "--out",
+        plan.out,
+    ]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    print(f"started pid {proc.pid}: {' '.join(argv)}; driver log {log}", file=sys.stderr)
+    start = time.time()
+    try:
+        while proc.poll() is None:
+            time.sleep(60)
+            snapshot(args.arch, start, None, plan)
+    except KeyboardInterrupt:
+        print("stopped polling; the build goes on (use `snapshot` later)", file=sys.stderr)
+        return 0
+    marker.with_suffix(".end").write_text(_iso(time.time()) + "\n")
+    snapshot(args.arch, start, time.time(), plan, rc=proc.returncode)
+    return proc.returncode
+
+
+def snapshot(
+    arch: str,
+    start: float,
+    end: float | None,
+    plan: build.Plan,
+    rc: int | None = None,
+    runner: str | None = None,
+) -> None:
+    log = Path(plan.tree) / "build" / "rvtorch-build.log"
+    entry = summarize(log, start, end, Path(plan.out))
+    if rc is not None:
+        entry["status"] = "finished" if rc == 0 else "failed"
+    entry.update(
+        {
+            "arch": arch,
+            "jobs": plan.jobs,
+            "nice": 5,
+            "cache": plan.cache,
+            "source": plan.source["provider"],
+            "machine": machine(),
+            "flags": {k: v for k, v in plan.env.items() if k.startswith(("USE_", "BLAS"))},
+            "recorded": _iso(time.time()),
+        }
+    )
+    if runner:
+        entry["runner"] = runner
+    write_result(arch, entry)
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    plan = build.make_plan(
+        args.arch,
+        provider="debian",
+        jobs=args.jobs,
+        cache="ccache",
+        stage="full",
+        out=Path(args.out) if args.out else None,
+    )
+    marker = bench_dir() / f"full-{args.arch}"
+    start_s = marker.with_suffix(".start").read_text().strip()
+    start = dt.datetime.strptime(start_s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    end_f = marker.with_suffix(".end")
+    end = (
+        dt.datetime.strptime(end_f.read_text().strip(), "%Y-%m-%dT%H:%M:%SZ")
+        .replace(tzinfo=dt.UTC)
+        .timestamp()
+        if end_f.exists()
+        else None
+    )
+    snapshot(args.arch, start, end, plan, runner=args.runner)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name, func in (("run", cmd_run), ("snapshot", cmd_snapshot)):
+        p = sub.add_parser(name)
+        p.add_argument("--arch", default="riscv64")
+        p.add_argument("--jobs", type=int, default=2)
+        p.add_argument("--out", default=None)
+        p.add_argument("--runner", default=None, help="free text: how the build was run")
+        p.set_defaults(func=func)
+    args = ap.parse_args()
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,583 @@
+"""Plan and run the cross build of a PyTorch wheel inside the toolchain image.
+
+The plan (:func:`make_plan`) resolves everything up front — image, source + sha256, patches, every
+environment/CMake flag, jobs, cache — and is printed as JSON by ``rvtorch build --dry-run``. Flags
+come from ``toolchains/torch.toml`` (see :mod:`rvtorch.torchspec` for the precedence chain); the
+cross environment (compilers, toolchain file, target Python) is decided in :func:`cross_env`.
+
+Target Python: the build runs setup.py with the image's build interpreter ``/usr/bin/python3.13``
+and CPython's own cross-compilation hooks (``_PYTHON_SYSCONFIGDATA_NAME`` +
+``_PYTHON_HOST_PLATFORM``) pointing at the target's sysconfigdata, which Debian's multiarch
+``libpython3.13-stdlib:<arch>`` installs beside the build machine's. That is the mechanism crossenv
+wraps; crossenv itself needs a runnable layout of the target interpreter, and installing
+``python3.13:<arch>`` in the image would replace the build python (FACTS.md). The result is the
+same: ``torch._C`` is named ``_C.cpython-313-<triple>.so`` and links against the target headers.
+
+Running: the patched tree (one per arch, series digest in its name), the ccache directory and an
+output directory are bind-mounted from the cache; setup.py's ninja build directory lives in the
+tree, so a killed build resumes where it stopped. The wheel is written to a temp dir, handed to
+``rvtorch.wheel`` (repair + check) when that module exists, and moved into ``--out`` atomically
+with a ``.sha256`` and a build-info JSON. A QEMU import-and-matmul smoke follows on every CPU model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import itertools
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BuildError, RvtorchError, UsageError
+from .paths import cache_dir, data_dir, repo_root
+from .targets import Target, matrix
+from .torchspec import TorchVersion, torch_version
+
+STAGES = ("configure", "partial", "full")
+CACHES = ("ccache", "sccache", "none")
+# setup.py passes variables with these prefixes (and BLAS) on to CMake as -D options
+# (tools/setup_helpers/cmake.py); the plan lists them so a reader sees every CMake flag.
+CMAKE_FORWARDED = ("BUILD_", "USE_", "CMAKE_")
+# Container paths of the bind mounts.
+CTR_SRC = "/rvtorch/src"
+CTR_CACHE = "/rvtorch/cache"
+CTR_OUT = "/rvtorch/out"
+BUILD_PYTHON = "/usr/bin/python3.13"
+# A default partial build: c10 and a few ATen CPU kernels (enough to prove compile + link).
+DEFAULT_PARTIAL_TARGETS = (
+    "c10",
+    "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen/native/cpu/BinaryOpsKernel.cpp.DEFAULT.cpp.o",
+    "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen/native/cpu/ActivationKernel.cpp.DEFAULT.cpp.o",
+    "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen/native/cpu/FillKernel.cpp.DEFAULT.cpp.o",
+)
+_NINJA = re.compile(r"^\[(\d+)/(\d+)\]")
+
+
+# ------------------------------------------------------------------------------------------ plan
+def default_jobs(cores: int | None = None, mem_bytes: int | None = None) -> int:
+    """Parallel compile jobs: one per core, but at most one per 3 GiB of memory (the heaviest
+    ATen translation units need ~2.5 GiB with gcc 14 -O2)."""
+    cores = cores or os.cpu_count() or 1
+    if mem_bytes is None:
+        try:
+            mem_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            mem_bytes = 8 << 30
+    return max(1, min(cores, mem_bytes // (3 << 30)))
+
+
+def wheel_version(tv: TorchVersion, t: Target) -> str:
+    """PEP 440 version with a local tag naming the target (``2.6.0+riscv64``)."""
+    return f"{tv.version}+{t.arch}"
+
+
+def tree_name(tv: TorchVersion, provider: str, arch: str, series_digest: str) -> str:
+    return f"torch-{tv.version}-{provider}-{series_digest[:12]}-{arch}"
+
+
+def cross_env(t: Target, tv: TorchVersion) -> dict[str, str]:
+    """Environment that makes setup.py cross-compile for ``t`` inside the toolchain image."""
+    gcc = matrix().project.gcc
+    return {
+        "CC": f"{t.triple}-gcc-{gcc}",
+        "CXX": f"{t.triple}-g++-{gcc}",
+        "CMAKE_TOOLCHAIN_FILE": f"/opt/rvtorch/toolchains/{t.triple}.cmake",
+        "CMAKE_GENERATOR": "Ninja",
+        # The target's sysconfigdata (libpython3.13-stdlib:<arch>): EXT_SUFFIX/SOABI of the target.
+        "_PYTHON_SYSCONFIGDATA_NAME": f"_sysconfigdata__linux_{t.triple}",
+        "_PYTHON_HOST_PLATFORM": f"linux-{t.arch}",
+        "PYTORCH_BUILD_VERSION": wheel_version(tv, t),
+        "PYTORCH_BUILD_NUMBER": "1",
+        "QEMU_LD_PREFIX": "/",
+    }
+
+
+def cache_env(kind: str) -> dict[str, str]:
+    if kind == "ccache":
+        return {
+            "CMAKE_C_COMPILER_LAUNCHER": "ccache",
+            "CMAKE_CXX_COMPILER_LAUNCHER": "ccache",
+            "CCACHE_DIR": f"{CTR_CACHE}/ccache",
+            "CCACHE_BASEDIR": CTR_SRC,
+            "CCACHE_MAXSIZE": "20G",
+            "CCACHE_COMPRESS": "1",
+            # Hash the compiler binary, not its mtime: a rebuilt image with the same gcc (or the
+            # same gcc in another root) keeps hitting the cache.
+            "CCACHE_COMPILERCHECK": "content",
+        }
+    if kind == "sccache":
+        # sccache shares a cache across machines (SCCACHE_* storage settings pass through).
+        return {
+            "CMAKE_C_COMPILER_LAUNCHER": "sccache",
+            "CMAKE_CXX_COMPILER_LAUNCHER": "sccache",
+            "SCCACHE_DIR": f"{CTR_CACHE}/sccache",
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k.startswith("SCCACHE_") and k != "SCCACHE_DIR"
+            },
+        }
+    return {}
+
+
+def cmake_flags(env: Mapping[str, str]) -> list[str]:
+    """The -D options setup.py derives from the environment (what CMake will see)."""
+    return [
+        f"-D{k}={v}" for k, v in sorted(env.items()) if k.startswith(CMAKE_FORWARDED) or k == "BLAS"
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    arch: str
+    torch_version: str
+    source: dict[str, Any]
+    image: dict[str, Any]
+    patches: list[dict[str, str]]
+    env: dict[str, str]
+    cmake: list[str]
+    stage: str
+    targets: list[str]
+    jobs: int
+    cache: str
+    tree: str
+    out: str
+    wheel_version: str
+    smoke_cpus: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def image_plan(t: Target, tv: TorchVersion) -> dict[str, Any]:
+    deb = tv.debian
+    layer_inputs = {
+        "dockerfile": _sha256(data_dir("docker") / "torch-build.Dockerfile"),
+        "sysroot_packages": list(deb.sysroot_packages),
+        "build_packages": list(deb.build_packages),
+        "debian_arch": t.debian_arch,
+    }
+    digest = hashlib.sha256(json.dumps(layer_inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        # The exact content-hash tag is resolved by rvtorch.image.ensure_image at build time.
+        "toolchain": f"{matrix().project.image}:{t.arch}",
+        "torch_layer": f"{matrix().project.image}-torch:{t.arch}-{digest}",
+        "torch_layer_inputs": layer_inputs,
+        "dockerfile": "docker/torch-build.Dockerfile",
+    }
+
+
+def make_plan(
+    arch: str,
+    *,
+    version: str | None = None,
+    provider: str,
+    jobs: int | None = None,
+    out: Path | None = None,
+    cache: str = "ccache",
+    stage: str = "full",
+    targets: Sequence[str] = (),
+    overrides: Mapping[str, str] | None = None,
+) -> Plan:
+    """Resolve a build without touching the network, the cache or a container."""
+    from .patches import series_for
+
+    t = matrix().target(arch)
+    tv = torch_version(version)
+    if tv.python != matrix().project.python:
+        raise UsageError(
+            f"torch {tv.version} is built for Python {tv.python}, targets.toml "
+            f"says {matrix().project.python}"
+        )
+    if stage not in STAGES:
+        raise UsageError(f"unknown --stage {stage!r}", hint="one of " + ", ".join(STAGES))
+    if cache not in CACHES:
+        raise UsageError(f"unknown --cache {cache!r}", hint="one of " + ", ".join(CACHES))
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    series = series_for(tv)
+    patches = series.for_provider(provider)
+    if provider == "debian":
+        source: dict[str, Any] = {
+            "provider": "debian",
+            "pool": tv.debian.pool,
+            "files": [
+                {"name": f.name, "sha256": f.sha256, "size": f.size} for f in tv.debian.files
+            ],
+            "overlays": [{"from": o.source, "to": o.dest} for o in tv.debian.overlays],
+        }
+    else:
+        source = {
+            "provider": "upstream",
+            "git": tv.upstream.git,
+            "tag": tv.upstream.tag,
+            "commit": tv.upstream.commit,
+            "submodules": True,
+        }
+    jobs = jobs or default_jobs()
+    flags = tv.resolve_env(provider=provider, arch=arch, overrides=overrides)
+    env = {**flags, **cross_env(t, tv), **cache_env(cache), "MAX_JOBS": str(jobs)}
+    if overrides:  # the command line wins over the computed cross/cache values too
+        env.update(overrides)
+    digest = series.digest(provider)
+    notes = []
+    if provider == "upstream":
+        notes.append("upstream provider: vendored submodules; SLEEF generators run under QEMU")
+    return Plan(
+        arch=arch,
+        torch_version=tv.version,
+        source=source,
+        image=image_plan(t, tv),
+        patches=[{"file": p.file, "sha256": _sha256(p.path), "type": p.type} for p in patches],
+        env=env,
+        cmake=cmake_flags(env),
+        stage=stage,
+        targets=list(targets or (DEFAULT_PARTIAL_TARGETS if stage == "partial" else ())),
+        jobs=jobs,
+        cache=cache,
+        tree=str(cache_dir(create=False) / "trees" / tree_name(tv, provider, arch, digest)),
+        out=str((out or repo_root() / "dist").resolve()),
+        wheel_version=wheel_version(tv, t),
+        smoke_cpus=[c.name for c in t.cpu],
+        notes=notes,
+    )
+
+
+# -------------------------------------------------------------------------------------- progress
+@dataclass
+class Progress:
+    """ninja's ``[n/N]`` lines -> a progress line with an ETA (from the rate since the first)."""
+
+    done: int = 0
+    total: int = 0
+    first: tuple[float, int] | None = None
+    last_print: float = 0.0
+
+    def feed(self, line: str, now: float | None = None) -> bool:
+        m = _NINJA.match(line)
+        if not m:
+            return False
+        now = time.monotonic() if now is None else now
+        self.done, self.total = int(m.group(1)), int(m.group(2))
+        if self.first is None or self.done < self.first[1]:
+            self.first = (now, self.done)
+        return True
+
+    def eta(self, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        if self.first is None or self.done <= self.first[1] or not self.total:
+            return None
+        rate = (self.done - self.first[1]) / max(now - self.first[0], 1e-6)
+        return (self.total - self.done) / rate
+
+    def line(self, elapsed: float, now: float | None = None) -> str:
+        pct = 100.0 * self.done / self.total if self.total else 0.0
+        eta = self.eta(now)
+        eta_s = _hms(eta) if eta is not None else "--:--:--"
+        return f"[{self.done}/{self.total}] {pct:5.1f}%  elapsed {_hms(elapsed)}  ETA {eta_s}"
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def follow_log(
+    log: Path, stop: threading.Event, start: float, progress: Progress, interval: float = 5.0
+) -> None:
+    """Tail ``log`` until ``stop`` is set, printing the progress line (to stderr)."""
+    pos = 0
+    tty = sys.stderr.isatty()
+    while not stop.is_set():
+        if log.exists():
+            with log.open("r", errors="replace") as fh:
+                fh.seek(pos)
+                for line in fh:
+                    progress.feed(line)
+                pos = fh.tell()
+        now = time.monotonic()
+        if progress.total and now - progress.last_print >= (interval if tty else 60):
+            progress.last_print = now
+            text = "  " + progress.line(now - start, now)
+            print(
+                ("\r" + text) if tty else text, end="" if tty else "\n", file=sys.stderr, flush=True
+            )
+        stop.wait(interval)
+    if tty and progress.total:
+        print(file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------- build
+def build_script(plan: Plan) -> str:
+    """The shell script run in the container (its output goes to the log in the tree)."""
+    py = BUILD_PYTHON
+    lines = [
+        "set -Eeuo pipefail",
+        f"cd {CTR_SRC}",
+        'echo "rvtorch: step configure $(date +%s)"',
+        f"{py} setup.py build --cmake-only",
+    ]
+    if plan.stage == "partial":
+        lines += [
+            'echo "rvtorch: step compile $(date +%s)"',
+            f"cmake --build build --target {' '.join(shlex.quote(x) for x in plan.targets)}"
+            f" -- -j {plan.jobs}",
+        ]
+    elif plan.stage == "full":
+        lines += [
+            'echo "rvtorch: step compile $(date +%s)"',
+            f"{py} setup.py bdist_wheel --dist-dir {CTR_OUT}",
+        ]
+    if plan.cache == "ccache":
+        lines.append("ccache --show-stats --verbose || true")
+    lines.append('echo "rvtorch: step done $(date +%s)"')
+    return "\n".join(lines) + "\n"
+
+
+def ensure_build_image(plan: Plan, engine: Any) -> str:
+    """The toolchain image plus the torch build layer (built once per content hash)."""
+    from . import image as image_mod
+    from .targets import target
+
+    t = target(plan.arch)
+    toolchain = image_mod.ensure_image(plan.arch, engine=engine)
+    ref = str(plan.image["torch_layer"])
+    if engine.image_exists(ref):
+        return ref
+    inputs = plan.image["torch_layer_inputs"]
+    ctx = Path(tempfile.mkdtemp(prefix="torch-layer-", dir=cache_dir()))
+    try:
+        shutil.copy(data_dir("docker") / "torch-build.Dockerfile", ctx / "Dockerfile")
+        engine.build(
+            ctx / "Dockerfile",
+            ctx,
+            ref,
+            build_args={
+                "TOOLCHAIN_IMAGE": toolchain,
+                "DEBIAN_ARCH": t.debian_arch,
+                "SYSROOT_PACKAGES": " ".join(inputs["sysroot_packages"]),
+                "BUILD_PACKAGES": " ".join(inputs["build_packages"]),
+            },
+            labels={"io.rvtorch.torch-layer": ref},
+        )
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    return ref
+
+
+def prepare_tree(plan: Plan, provider: str, mirror: str | None) -> Path:
+    """The per-arch patched tree (unpacked + patched once; reused by reruns)."""
+    from .patches import apply_in_place, series_for
+    from .sources import staging, unpack_into
+
+    tv = torch_version(plan.torch_version)
+    dest = Path(plan.tree)
+    if (dest / ".rvtorch-prepared").exists():
+        return dest
+    with staging(dest) as tmp:
+        unpack_into(tv, provider, tmp, mirror=mirror)
+        apply_in_place(series_for(tv).for_provider(provider), tmp)
+        (tmp / ".rvtorch-prepared").write_text(json.dumps(plan.patches, indent=1) + "\n")
+    return dest
+
+
+def parse_steps(log_text: str) -> dict[str, float]:
+    """Durations of the ``rvtorch: step NAME EPOCH`` markers the build script prints."""
+    marks = [
+        (m.group(1), int(m.group(2)))
+        for m in re.finditer(r"^rvtorch: step (\w+) (\d+)$", log_text, re.M)
+    ]
+    return {a: float(tb - ta) for (a, ta), (_, tb) in itertools.pairwise(marks)}
+
+
+def run_build(
+    plan: Plan,
+    *,
+    provider: str,
+    mirror: str | None = None,
+    engine_name: str | None = None,
+    smoke: bool = True,
+) -> dict[str, Any]:
+    """Execute ``plan``; returns the build-info record (also written beside the wheel)."""
+    from .engine import detect_engine
+
+    t0 = time.monotonic()
+    steps: dict[str, float] = {}
+    engine = detect_engine(engine_name)
+    s = time.monotonic()
+    image = ensure_build_image(plan, engine)
+    steps["image"] = time.monotonic() - s
+    s = time.monotonic()
+    tree = prepare_tree(plan, provider, mirror)
+    steps["source"] = time.monotonic() - s
+    (tree / "build").mkdir(exist_ok=True)
+    log = tree / "build" / "rvtorch-build.log"
+    caches = cache_dir()
+    (caches / "ccache").mkdir(exist_ok=True)
+    (caches / "sccache").mkdir(exist_ok=True)
+    outdir = Path(tempfile.mkdtemp(prefix=".wheel-", dir=caches))
+    script = tree / "build" / "rvtorch-build.sh"
+    script.write_text(build_script(plan))
+    print(
+        f"rvtorch: building torch {plan.torch_version} for {plan.arch} ({plan.stage}); log {log}",
+        file=sys.stderr,
+    )
+    stop = threading.Event()
+    progress = Progress()
+    watcher = threading.Thread(target=follow_log, args=(log, stop, t0, progress), daemon=True)
+    try:
+        with log.open("a") as fh:
+            fh.write(f"\n==== rvtorch build {dt.datetime.now(dt.UTC).isoformat()} ====\n")
+        watcher.start()
+        mounts = {str(tree): CTR_SRC, str(caches): CTR_CACHE, str(outdir): CTR_OUT}
+        with engine.container(image, mounts=mounts, env=plan.env, workdir=CTR_SRC) as ctr:
+            res = ctr.call(
+                [
+                    "bash",
+                    "-c",
+                    f"bash {CTR_SRC}/build/rvtorch-build.sh "
+                    f">> {CTR_SRC}/build/rvtorch-build.log 2>&1",
+                ],
+                check=False,
+            )
+        stop.set()
+        watcher.join()
+        log_text = log.read_text(errors="replace")
+        steps.update(parse_steps(log_text[log_text.rfind("==== rvtorch build") :]))
+        if res.returncode != 0:
+            tail = [ln for ln in log_text.splitlines() if "error" in ln.lower()][-1:] or ["see log"]
+            raise BuildError(
+                f"{plan.stage} build for {plan.arch} failed: {tail[0][:200]}",
+                hint=f"full log: {log}; rerun to resume",
+            )
+        info: dict[str, Any] = {
+            "plan": plan.to_json(),
+            "image": image,
+            "log": str(log),
+            "steps": steps,
+            "ninja": {"done": progress.done, "total": progress.total},
+        }
+        if plan.stage == "full":
+            info.update(finish_wheel(plan, outdir, info, smoke=smoke))
+        info["steps"]["total"] = time.monotonic() - t0
+        return info
+    finally:
+        stop.set()
+        shutil.rmtree(outdir, ignore_errors=True)
+
+
+def finish_wheel(plan: Plan, outdir: Path, info: dict[str, Any], *, smoke: bool) -> dict[str, Any]:
+    """Repair + check the wheel (rvtorch.wheel, if present), smoke it, move it into ``out``."""
+    wheels = sorted(outdir.glob("torch-*.whl"))
+    if len(wheels) != 1:
+        raise BuildError(f"expected one torch wheel, found {[w.name for w in wheels]}")
+    wheel = wheels[0]
+    extra: dict[str, Any] = {}
+    s = time.monotonic()
+    try:
+        from . import wheel as wheel_mod  # owned by the wheel helper
+    except ImportError:
+        wheel_mod = None  # type: ignore[assignment]
+        extra["repair"] = "skipped: rvtorch.wheel is not available"
+    if wheel_mod is not None:
+        repair = getattr(wheel_mod, "repair_wheel", None)
+        if repair is not None:
+            wheel = Path(repair(wheel, plan.arch, outdir / "repaired"))
+        report = wheel_mod.check_wheel(wheel, plan.arch)
+        extra["check"] = (
+            report if isinstance(report, dict) else getattr(report, "__dict__", str(report))
+        )
+    extra.setdefault("steps", {})
+    info["steps"]["repair_check"] = time.monotonic() - s
+    if smoke:
+        s = time.monotonic()
+        extra["smoke"] = smoke_wheel(wheel, plan.arch)
+        info["steps"]["smoke"] = time.monotonic() - s
+    return {**extra, **publish(wheel, Path(plan.out), {**info, **extra})}
+
+
+def publish(wheel: Path, out: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Move ``wheel`` into ``out`` atomically with ``.sha256`` and ``.build-info.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    record = {"wheel": wheel.name, "sha256": digest, "size": wheel.stat().st_size, **info}
+    stage = Path(tempfile.mkdtemp(prefix=".publish-", dir=out))
+    try:
+        shutil.copy2(wheel, stage / wheel.name)
+        (stage / f"{wheel.name}.sha256").write_text(f"{digest}  {wheel.name}\n")
+        (stage / f"{wheel.name}.build-info.json").write_text(json.dumps(record, indent=2) + "\n")
+        # Side files first, the wheel last: a reader that sees the wheel sees its checksum.
+        for name in (f"{wheel.name}.sha256", f"{wheel.name}.build-info.json", wheel.name):
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {"published": str(out / wheel.name), "sha256": digest, "size": record["size"]}
+
+
+SMOKE = (
+    "import torch, sys; a = torch.arange(16.).reshape(4, 4); b = a @ a.t(); "
+    "assert abs(b.sum().item() - 4944.0) < 1e-3, b; "
+    "print('smoke ok', torch.__version__, torch._C.__file__.rsplit('/', 1)[-1], "
+    "torch.backends.openblas.is_available() if hasattr(torch.backends, 'openblas') else '')"
+)
+
+
+def smoke_wheel(wheel: Path, arch: str) -> dict[str, Any]:
+    """``import torch`` + a matmul under QEMU on every CPU model of the target.
+
+    The wheel is unpacked into the Debian rootfs that carries python3-torch's pure-Python
+    dependencies (sympy, filelock, ...); PYTHONPATH puts our torch first.
+    """
+    import zipfile
+
+    from .emulate import guest_tmpdir, run_guest
+    from .rootfs import ensure_rootfs
+    from .targets import target
+
+    t = target(arch)
+    rootfs = ensure_rootfs(arch, with_torch=True)
+    results: dict[str, Any] = {}
+    with guest_tmpdir(rootfs, arch) as (host, guest):
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(host)
+        for cpu in t.cpu:
+            r = run_guest(
+                arch,
+                ["python3", "-c", SMOKE],
+                cpu=cpu.name,
+                rootfs=rootfs,
+                env={"PYTHONPATH": guest},
+                timeout=1800,
+            )
+            ok = r.returncode == 0 and "smoke ok" in r.stdout
+            results[cpu.name] = {"ok": ok, "out": (r.stdout + r.stderr).strip()[-300:]}
+    failed = [c for c, r in results.items() if not r["ok"]]
+    if failed:
+        from .errors import ValidationError
+
+        raise ValidationError(
+            f"smoke test failed under QEMU on {', '.join(failed)}",
+            hint=results[failed[0]]["out"][-150:],
+        )
+    return results
+
+
+def describe_error(exc: RvtorchError) -> str:  # pragma: no cover - convenience for callers
+    return exc.one_line()

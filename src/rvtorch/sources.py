@@ -1,0 +1,357 @@
+"""PyTorch sources: fetch (sha256-pinned, resumable, cached) and unpack (atomic) per provider.
+
+Providers (``toolchains/torch.toml``):
+  upstream  the git tag with its submodules (needs GitHub)
+  debian    Debian's dfsg orig tarball + packaging tarball from the Debian archive; the mirror is
+            ``--debian-mirror`` > ``RVTORCH_DEBIAN_MIRROR`` > the host's apt configuration.
+``auto`` picks upstream when its git server answers within a few seconds, otherwise debian.
+
+Every downloaded file is checked against its pinned size and sha256; a mismatch deletes the file
+and raises :class:`SourceError` (exit 3). Downloads go to ``NAME.part`` and resume with an HTTP
+Range request; only a verified file is renamed to ``NAME``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import proc
+from .errors import BuildError, SourceError, UsageError
+from .paths import cache_dir
+from .torchspec import PROVIDERS, PinnedFile, TorchVersion
+
+SOURCE_CHOICES = ("auto", *PROVIDERS)
+APT_SOURCES = Path("/etc/apt")
+_CHUNK = 1 << 20
+
+
+def sources_dir() -> Path:
+    path = cache_dir() / "sources"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def trees_dir() -> Path:
+    """Unpacked (and patched) source trees; each is written by an atomic rename."""
+    path = cache_dir() / "trees"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------- mirror
+def _apt_uris(etc: Path) -> list[str]:
+    """Archive URIs from one-line ``sources.list`` files and deb822 ``*.sources`` files."""
+    uris: list[str] = []
+    files = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]
+    for path in files:
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        if path.suffix == ".sources":
+            for stanza in text.split("\n\n"):
+                fields = {}
+                for line in stanza.splitlines():
+                    if ":" in line and not line.startswith((" ", "#")):
+                        k, v = line.split(":", 1)
+                        fields[k.strip().lower()] = v.strip()
+                if (
+                    "deb-src" in fields.get("types", "deb").split()
+                    or "deb" in fields.get("types", "deb").split()
+                ):
+                    if fields.get("enabled", "yes").lower() != "no":
+                        uris += [u for u in fields.get("uris", "").split() if u]
+        elif path.suffix in (".list", "") and path.name.endswith(".list"):
+            for line in text.splitlines():
+                parts = line.split("#", 1)[0].split()
+                if parts and parts[0] in ("deb", "deb-src"):
+                    rest = [p for p in parts[1:] if not p.startswith("[")]
+                    # options in [ ... ] may contain spaces; skip to the first URI-looking token
+                    rest = [p for p in rest if "://" in p]
+                    if rest:
+                        uris.append(rest[0])
+    return uris
+
+
+def debian_mirror(cli: str | None = None, *, apt_etc: Path = APT_SOURCES) -> str:
+    """The Debian archive base URL: CLI > RVTORCH_DEBIAN_MIRROR > apt configuration."""
+    for value in (cli, os.environ.get("RVTORCH_DEBIAN_MIRROR")):
+        if value:
+            return value.rstrip("/")
+    for uri in _apt_uris(apt_etc):
+        # The security archive and third-party repositories have no pool/main/p/pytorch.
+        if "security" in uri or not uri.startswith(("http://", "https://", "file:")):
+            continue
+        return uri.rstrip("/")
+    raise UsageError(
+        "no Debian mirror found in the apt configuration",
+        hint="pass --debian-mirror URL or set RVTORCH_DEBIAN_MIRROR",
+    )
+
+
+# ------------------------------------------------------------------------------------- download
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: Path, pin: PinnedFile) -> None:
+    """Check size and sha256; a mismatch deletes the file (exit 3) so a rerun fetches it again."""
+    size = path.stat().st_size
+    if size != pin.size:
+        path.unlink(missing_ok=True)
+        raise SourceError(
+            f"{pin.name}: size {size} != pinned {pin.size}; file deleted",
+            hint="rerun to download it again",
+        )
+    digest = sha256_file(path)
+    if digest != pin.sha256:
+        path.unlink(missing_ok=True)
+        raise SourceError(
+            f"{pin.name}: sha256 {digest} != pinned {pin.sha256}; file deleted",
+            hint="rerun to download it again; if it persists the mirror serves a different file",
+        )
+
+
+def _progress(name: str, done: int, total: int, start: float) -> None:
+    if not sys.stderr.isatty():
+        return
+    rate = done / max(time.monotonic() - start, 1e-3) / 1e6
+    print(
+        f"\r  {name}: {done / 1e6:7.1f}/{total / 1e6:.1f} MB {rate:6.1f} MB/s",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def download(url: str, dest: Path, pin: PinnedFile, *, timeout: float = 60) -> Path:
+    """Fetch ``url`` to ``dest`` (resuming ``dest.part``) and verify it against ``pin``."""
+    if dest.exists():
+        verify(dest, pin)
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    if have > pin.size:
+        part.unlink()
+        have = 0
+    print(f"fetch {url}" + (f" (resuming at {have} bytes)" if have else ""), file=sys.stderr)
+    if have < pin.size:
+        req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        start = time.monotonic()
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                if have and resp.status != 206:
+                    have = 0  # server ignored the range: start over
+                with part.open("ab" if have else "wb") as out:
+                    done = have
+                    while block := resp.read(_CHUNK):
+                        out.write(block)
+                        done += len(block)
+                        _progress(dest.name, done, pin.size, start)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have == pin.size:
+                pass  # already complete
+            else:
+                raise SourceError(
+                    f"download of {url} failed: HTTP {exc.code}",
+                    hint="check --debian-mirror / RVTORCH_DEBIAN_MIRROR",
+                ) from exc
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SourceError(
+                f"download of {url} interrupted: {reason}",
+                hint="rerun to resume from the partial file",
+            ) from exc
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+    verify(part, pin)
+    part.rename(dest)
+    return dest
+
+
+def fetch_debian(tv: TorchVersion, mirror: str | None = None) -> dict[str, Path]:
+    """Download (or reuse) every pinned Debian file of ``tv``; returns name -> verified path."""
+    base = debian_mirror(mirror)
+    out_dir = sources_dir() / "debian"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for pin in tv.debian.files:
+        url = f"{base}/{tv.debian.pool}/{pin.name}"
+        paths[pin.name] = download(url, out_dir / pin.name, pin)
+    return paths
+
+
+# ------------------------------------------------------------------------------------- upstream
+def upstream_reachable(tv: TorchVersion, timeout: float = 8) -> bool:
+    """True when the upstream git server lists the pinned tag within ``timeout`` seconds."""
+    if not shutil.which("git"):
+        return False
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    try:
+        res = subprocess.run(
+            ["git", "ls-remote", "--tags", tv.upstream.git, tv.upstream.tag],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+    return res.returncode == 0 and tv.upstream.tag in res.stdout
+
+
+def resolve_provider(choice: str, tv: TorchVersion) -> str:
+    """``auto`` -> upstream when reachable, else debian (with a one-line notice)."""
+    if choice not in SOURCE_CHOICES:
+        from .targets import suggest
+
+        raise UsageError(f"unknown --source {choice!r}", hint=suggest(choice, SOURCE_CHOICES))
+    if choice != "auto":
+        return choice
+    if upstream_reachable(tv):
+        return "upstream"
+    print(
+        f"rvtorch: notice: {tv.upstream.git} not reachable; using the debian source provider",
+        file=sys.stderr,
+    )
+    return "debian"
+
+
+def _git(argv: list[str | Path], what: str, capture: bool = False) -> str:
+    """Run git; a failure is a source error (exit 3)."""
+    try:
+        return proc.run(argv, capture=capture, what=what).stdout or ""
+    except BuildError as exc:
+        raise SourceError(str(exc), hint="check network access to the upstream git server") from exc
+
+
+def fetch_upstream(tv: TorchVersion) -> Path:
+    """Clone the tag with submodules into the cache (resumable: reuses a partial clone)."""
+    dest = sources_dir() / "upstream" / f"pytorch-{tv.version}"
+    stamp = dest / ".rvtorch-complete"
+    if stamp.exists():
+        return dest
+    git = proc.which("git")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not (dest / ".git").exists():
+        tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+        _git(
+            [git, "clone", "--branch", tv.upstream.tag, "--depth", "1", tv.upstream.git, tmp],
+            "git clone",
+        )
+        tmp.rename(dest)
+    head = _git([git, "-C", dest, "rev-parse", "HEAD"], "git rev-parse", capture=True)
+    if head.strip() != tv.upstream.commit:
+        raise SourceError(
+            f"{tv.upstream.tag} is {head.strip()}, pinned {tv.upstream.commit}",
+            hint="the tag moved upstream; delete the cache and check the pin",
+        )
+    _git(
+        [
+            git,
+            "-C",
+            dest,
+            "submodule",
+            "update",
+            "--init",
+            "--recursive",
+            "--depth",
+            "1",
+            "--jobs",
+            "4",
+        ],
+        "git submodule update",
+    )
+    stamp.write_text(tv.upstream.commit + "\n")
+    return dest
+
+
+def fetch(tv: TorchVersion, provider: str, *, mirror: str | None = None) -> dict[str, object]:
+    """Fetch the sources of ``provider`` (already resolved); returns a description for plans."""
+    if provider == "debian":
+        paths = fetch_debian(tv, mirror)
+        return {"provider": "debian", "files": {n: str(p) for n, p in paths.items()}}
+    path = fetch_upstream(tv)
+    return {"provider": "upstream", "checkout": str(path), "commit": tv.upstream.commit}
+
+
+# --------------------------------------------------------------------------------------- unpack
+@contextmanager
+def staging(dest: Path) -> Iterator[Path]:
+    """A temp dir beside ``dest``; renamed to ``dest`` on success, removed on any failure."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _extract(archive: Path, into: Path) -> None:
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(into, filter="tar")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise SourceError(
+            f"{archive.name} is corrupt: {exc}", hint=f"delete {archive} and rerun"
+        ) from exc
+
+
+def unpack_into(tv: TorchVersion, provider: str, tmp: Path, *, mirror: str | None = None) -> None:
+    """Write a pristine source tree of ``tv`` into the (empty) directory ``tmp``."""
+    if provider == "debian":
+        paths = fetch_debian(tv, mirror)
+        work = tmp / ".rvtorch-unpack"
+        _extract(paths[tv.debian.orig.name], work)
+        top = work / tv.debian.tree
+        if not top.is_dir():
+            raise SourceError(f"{tv.debian.orig.name} has no top directory {tv.debian.tree}/")
+        for entry in top.iterdir():
+            entry.rename(tmp / entry.name)
+        if tv.debian.packaging is not None:
+            _extract(paths[tv.debian.packaging.name], work)
+            for ov in tv.debian.overlays:
+                src = work / ov.source
+                if not src.is_dir():
+                    raise SourceError(f"{tv.debian.packaging.name} lacks {ov.source}/")
+                shutil.copytree(src, tmp / ov.dest, dirs_exist_ok=True)
+        shutil.rmtree(work)
+    else:
+        checkout = fetch_upstream(tv)
+        shutil.copytree(
+            checkout,
+            tmp,
+            symlinks=True,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(".rvtorch-complete"),
+        )
+
+
+def unpack(tv: TorchVersion, provider: str, dest: Path, *, mirror: str | None = None) -> Path:
+    """Unpack a pristine tree into ``dest`` atomically (replacing an older one)."""
+    with staging(dest) as tmp:
+        unpack_into(tv, provider, tmp, mirror=mirror)
+    return dest
