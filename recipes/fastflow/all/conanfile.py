@@ -1,0 +1,111 @@
+"""FastFlow: header-only C++ parallel building blocks (pipeline, farm, all-to-all, feedback).
+
+The package copies ``ff/`` itself: FastFlow's own ``cmake --install`` installs a stale header
+list and misses ``ff/d/`` (RECIPES.md).
+"""
+
+import os
+
+from conan import ConanFile
+from conan.errors import ConanException, ConanInvalidConfiguration
+from conan.tools.build import check_min_cppstd
+from conan.tools.files import check_sha256, copy, download, unzip
+from conan.tools.layout import basic_layout
+
+required_conan_version = ">=2.2"
+
+
+def fetch_pinned(conanfile, data, what):
+    """Download ``data['url']`` (or the download cache's copy) and unpack it, sha256-verified.
+
+    A miss or a hash mismatch becomes one line naming the file, its sha256 and how to provide it:
+    FastFlow is only on GitHub, so offline the download cache or a mirror directory is the way in.
+    """
+    urls = data["url"] if isinstance(data["url"], list) else [data["url"]]
+    sha256 = data["sha256"]
+    filename = urls[0].rsplit("/", 1)[-1]
+    try:
+        download(conanfile, urls, filename, sha256=sha256)
+        # A pre-filled download cache entry is copied without a check: verify it here.
+        check_sha256(conanfile, filename, sha256)
+    except (ConanException, OSError) as exc:  # OSError: a file:// mirror URL that is absent
+        reason = " ".join(str(exc).split())
+        if os.path.isfile(filename) or "hash failed" in reason or "signature failed" in reason:
+            raise ConanException(
+                f"{what}: source {filename} does not match its pin sha256 {sha256} ({reason}); "
+                "delete the bad copy and provide the right file"
+            ) from None
+        raise ConanException(
+            f"{what}: source {filename} (sha256 {sha256}) is not reachable; provide it as "
+            f"<core.sources:download_cache>/s/{sha256} or run `rvtorch deps fetch "
+            f"--source-mirror DIR` with {filename} in DIR"
+        ) from None
+    unzip(conanfile, filename, strip_root=True)
+    os.unlink(filename)
+
+
+class FastFlowConan(ConanFile):
+    name = "fastflow"
+    description = "High-level parallel patterns and building blocks for C++ (shared memory)"
+    license = "LGPL-3.0-only OR MIT"
+    homepage = "https://github.com/fastflow/fastflow"
+    url = "https://github.com/fastflow/fastflow"
+    topics = ("parallel", "streaming", "pipeline", "farm", "header-only")
+    package_type = "header-library"
+    settings = "os", "arch", "compiler", "build_type"
+    no_copy_source = True
+    options = {
+        "distributed": [False, True],
+        "thread_mapping": [False, True],
+        "blocking_mode": [False, True],
+    }
+    default_options = {
+        "distributed": False,
+        "thread_mapping": False,
+        "blocking_mode": False,
+    }
+    options_description = {
+        "distributed": "Distributed FastFlow (ff/dff.hpp); False defines DISABLE_FF_DISTRIBUTED "
+        "so the same program runs in shared memory",
+        "thread_mapping": "Pin threads with FastFlow's mapping string; False defines "
+        "NO_DEFAULT_MAPPING (the mapping string needs hwloc's mapping_string.sh at build time)",
+        "blocking_mode": "Idle nodes sleep on condition variables instead of spinning "
+        "(BLOCKING_MODE); kinder to emulated and oversubscribed cores",
+    }
+
+    def layout(self):
+        basic_layout(self, src_folder="src")
+
+    def package_id(self):
+        self.info.clear()
+
+    def validate(self):
+        if self.settings.get_safe("compiler.cppstd"):
+            check_min_cppstd(self, 17)
+        if self.options.distributed:
+            raise ConanInvalidConfiguration(
+                "fastflow: distributed=True needs cereal, MPI (or DFF_EXCLUDE_MPI) and the MTCL "
+                "git submodule, which the pinned archive lacks; use distributed=False"
+            )
+
+    def source(self):
+        data = self.conan_data["sources"][str(self.version)]
+        fetch_pinned(self, data, f"fastflow/{self.version}")
+
+    def package(self):
+        copy(self, "LICENSE*", self.source_folder, os.path.join(self.package_folder, "licenses"))
+        copy(self, "*", os.path.join(self.source_folder, "ff"),
+             os.path.join(self.package_folder, "include", "ff"))
+
+    def package_info(self):
+        self.cpp_info.set_property("cmake_file_name", "fastflow")
+        self.cpp_info.set_property("cmake_target_name", "fastflow::fastflow")
+        self.cpp_info.bindirs = []
+        self.cpp_info.libdirs = []
+        self.cpp_info.system_libs = ["pthread"]
+        if not self.options.distributed:
+            self.cpp_info.defines.append("DISABLE_FF_DISTRIBUTED")
+        if not self.options.thread_mapping:
+            self.cpp_info.defines.append("NO_DEFAULT_MAPPING")
+        if self.options.blocking_mode:
+            self.cpp_info.defines.append("BLOCKING_MODE")

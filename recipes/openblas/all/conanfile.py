@@ -1,0 +1,273 @@
+"""OpenBLAS, cross-built with its own Makefiles (the build Debian and OpenBLAS's CI use).
+
+Why make and not OpenBLAS's CMake: the Makefile build is the one whose riscv64 DYNAMIC_ARCH
+(RISCV64_GENERIC + ZVL128B + ZVL256B, chosen at run time) is exercised upstream and by Debian,
+and it installs the headers straight into include/ (PyTorch's FindOpenBLAS looks there).
+"""
+
+import os
+import re
+
+from conan import ConanFile
+from conan.errors import ConanException, ConanInvalidConfiguration
+from conan.tools.build import build_jobs, cross_building
+from conan.tools.files import check_sha256, copy, download, load, rm, rmdir, unzip
+from conan.tools.scm import Version
+
+required_conan_version = ">=2.2"
+
+# Default kernel sets for DYNAMIC_ARCH when the consumer gives no dynamic_list.
+# riscv64: the RVV 1.0 kernels need GCC >= 14; C910V (RVV 0.7.1) is left out on purpose.
+DEFAULT_DYNAMIC_LIST = {
+    "riscv64": "RISCV64_GENERIC RISCV64_ZVL128B RISCV64_ZVL256B",
+}
+# The baseline TARGET a DYNAMIC_ARCH cross build names (OpenBLAS must be told one).
+BASELINE_TARGET = {
+    "riscv64": "RISCV64_GENERIC",
+    "armv8": "ARMV8",
+    "x86_64": "GENERIC",
+}
+TARGET_NAME = re.compile(r"^[A-Z0-9_]+$")
+
+
+def fetch_pinned(conanfile, data, what):
+    """Download ``data['url']`` (or the download cache's copy) and unpack it, sha256-verified.
+
+    A miss or a hash mismatch becomes one line naming the file, its sha256 and how to provide it,
+    because offline the download cache or a mirror directory is the only way in.
+    """
+    urls = data["url"] if isinstance(data["url"], list) else [data["url"]]
+    sha256 = data["sha256"]
+    filename = urls[0].rsplit("/", 1)[-1]
+    try:
+        download(conanfile, urls, filename, sha256=sha256)
+        # A pre-filled download cache entry is copied without a check: verify it here.
+        check_sha256(conanfile, filename, sha256)
+    except (ConanException, OSError) as exc:  # OSError: a file:// mirror URL that is absent
+        reason = " ".join(str(exc).split())
+        if os.path.isfile(filename) or "hash failed" in reason or "signature failed" in reason:
+            raise ConanException(
+                f"{what}: source {filename} does not match its pin sha256 {sha256} ({reason}); "
+                "delete the bad copy and provide the right file"
+            ) from None
+        raise ConanException(
+            f"{what}: source {filename} (sha256 {sha256}) is not reachable; provide it as "
+            f"<core.sources:download_cache>/s/{sha256} or run `rvtorch deps fetch "
+            f"--source-mirror DIR` with {filename} in DIR"
+        ) from None
+    unzip(conanfile, filename, strip_root=True)
+    os.unlink(filename)
+
+
+class OpenBLASConan(ConanFile):
+    name = "openblas"
+    description = "Optimized BLAS (and optionally C LAPACK) with run-time kernel selection"
+    license = "BSD-3-Clause"
+    homepage = "https://www.openblas.net"
+    url = "https://github.com/OpenMathLib/OpenBLAS"
+    topics = ("blas", "lapack", "linear-algebra", "riscv", "rvv")
+    package_type = "library"
+    settings = "os", "arch", "compiler", "build_type"
+    options = {
+        "shared": [True, False],
+        "fPIC": [True, False],
+        "target": [None, "ANY"],
+        "dynamic_arch": [True, False],
+        "dynamic_list": [None, "ANY"],
+        "threading": ["pthread", "openmp", "none"],
+        "num_threads": ["ANY"],
+        "build_lapack": [True, False],
+    }
+    default_options = {
+        "shared": True,
+        "fPIC": True,
+        "target": None,
+        "dynamic_arch": True,
+        "dynamic_list": None,
+        "threading": "pthread",
+        "num_threads": "64",
+        "build_lapack": False,
+    }
+    options_description = {
+        "shared": "Build libopenblas.so (True) or libopenblas.a (False)",
+        "target": "OpenBLAS TARGET (TargetList.txt), e.g. RISCV64_ZVL256B or ARMV8; with "
+        "dynamic_arch it is the baseline the build names (default: the arch's generic one)",
+        "dynamic_arch": "Build several kernel sets and pick one at run time (DYNAMIC_ARCH=1)",
+        "dynamic_list": "Space-separated kernel sets for dynamic_arch (DYNAMIC_LIST); "
+        "default for riscv64: RISCV64_GENERIC RISCV64_ZVL128B RISCV64_ZVL256B",
+        "threading": "pthread (USE_THREAD=1), openmp (USE_OPENMP=1) or none (single-threaded)",
+        "num_threads": "Largest thread count the library supports (NUM_THREADS)",
+        "build_lapack": "Build LAPACK from OpenBLAS's C translation (C_LAPACK=1, no Fortran "
+        "compiler needed); needs the upstream tarball, Debian's +ds repack has no lapack-netlib",
+    }
+
+    def config_options(self):
+        if self.settings.os == "Windows":
+            del self.options.fPIC
+
+    def configure(self):
+        if self.options.shared:
+            self.options.rm_safe("fPIC")
+        # C only: no C++ runtime in the package.
+        self.settings.rm_safe("compiler.libcxx")
+        self.settings.rm_safe("compiler.cppstd")
+
+    @property
+    def _arch(self):
+        return str(self.settings.arch)
+
+    @property
+    def _is_ds(self):
+        return "+ds" in str(self.version)
+
+    @property
+    def _upstream_version(self):
+        return Version(str(self.version).split("+", 1)[0])
+
+    @property
+    def _dynamic_list(self):
+        if self.options.dynamic_list:
+            return str(self.options.dynamic_list).split()
+        return DEFAULT_DYNAMIC_LIST.get(self._arch, "").split()
+
+    @property
+    def _target(self):
+        if self.options.target:
+            return str(self.options.target)
+        if self.options.dynamic_arch:
+            listed = self._dynamic_list
+            return BASELINE_TARGET.get(self._arch) or (listed[0] if listed else None)
+        return None
+
+    def validate(self):
+        if self.settings.os != "Linux":
+            raise ConanInvalidConfiguration("openblas: this recipe builds for Linux only")
+        names = [*self._dynamic_list, *([self._target] if self._target else [])]
+        for name in names:
+            if not TARGET_NAME.match(name):
+                raise ConanInvalidConfiguration(
+                    f"openblas: {name!r} is not an OpenBLAS TARGET name (upper case, e.g. ARMV8)"
+                )
+        if self.options.dynamic_list and not self.options.dynamic_arch:
+            raise ConanInvalidConfiguration("openblas: dynamic_list needs dynamic_arch=True")
+        if cross_building(self) and not self._target:
+            raise ConanInvalidConfiguration(
+                "openblas: a cross build must name a TARGET: set -o openblas/*:target=... "
+                "or -o openblas/*:dynamic_arch=True"
+            )
+        if self.options.build_lapack and self._is_ds:
+            raise ConanInvalidConfiguration(
+                f"openblas/{self.version}: build_lapack needs lapack-netlib/, which Debian's "
+                "+ds repack removes; use the upstream version or LAPACK from the sysroot"
+            )
+        rvv = [n for n in names if "ZVL" in n or n == "x280"]
+        if rvv and self._arch == "riscv64":
+            compiler = self.settings.compiler
+            if compiler == "gcc" and Version(str(compiler.version)) < "14":
+                raise ConanInvalidConfiguration(
+                    f"openblas: RVV 1.0 kernels ({', '.join(rvv)}) need GCC >= 14, "
+                    f"got gcc {compiler.version}"
+                )
+            if self.options.dynamic_arch and self._upstream_version < "0.3.34":
+                raise ConanInvalidConfiguration(
+                    f"openblas/{self.version}: riscv64 DYNAMIC_ARCH builds cleanly from "
+                    "0.3.34 on (0.3.33 and older fail in dynamic_riscv64.c)"
+                )
+
+    def source(self):
+        data = self.conan_data["sources"][str(self.version)]
+        fetch_pinned(self, data, f"openblas/{self.version}")
+
+    def _check_known_targets(self):
+        """Reject a TARGET/DYNAMIC_LIST name OpenBLAS does not know, before a long make."""
+        listed = load(self, os.path.join(self.source_folder, "TargetList.txt"))
+        # Lines start with the name, some followed by a note: "RISCV64_GENERIC (e.g. ...)".
+        known = set(re.findall(r"^([A-Z][A-Z0-9_]+)\b", listed, re.MULTILINE)) | {"GENERIC"}
+        names = [*self._dynamic_list, *([self._target] if self._target else [])]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConanInvalidConfiguration(
+                f"openblas/{self.version}: unknown TARGET {', '.join(unknown)} "
+                "(see TargetList.txt in the OpenBLAS source)"
+            )
+
+    def _compiler(self, lang):
+        executables = self.conf.get("tools.build:compiler_executables", default={}, check_type=dict)
+        env = {"c": "CC", "fortran": "FC"}[lang]
+        return executables.get(lang) or os.environ.get(env) or ("gcc" if lang == "c" else None)
+
+    def _make_vars(self):
+        opts = self.options
+        v = {
+            "CC": self._compiler("c"),
+            "HOSTCC": os.environ.get("CC_FOR_BUILD", "gcc"),
+            "BINARY": "64" if self._arch in ("riscv64", "armv8", "x86_64") else "32",
+            "NUM_THREADS": str(opts.num_threads),
+            "NO_AFFINITY": "1",
+            "NO_WARMUP": "1",
+            # No cross gfortran in the image: every Fortran part is off or its C translation.
+            "NOFORTRAN": "1",
+            "COMMON_OPT": "-O2",
+            "MAKE_NB_JOBS": str(build_jobs(self)),
+        }
+        if self._target:
+            v["TARGET"] = self._target
+        if opts.dynamic_arch:
+            v["DYNAMIC_ARCH"] = "1"
+            # OpenBLAS always adds the arch's baseline core to DYNAMIC_LIST itself; naming it
+            # again would build its kernels twice (duplicate symbols).
+            baseline = BASELINE_TARGET.get(self._arch)
+            extra = [n for n in self._dynamic_list if n != baseline]
+            if extra:
+                v["DYNAMIC_LIST"] = " ".join(extra)
+        if opts.threading == "openmp":
+            v.update(USE_THREAD="1", USE_OPENMP="1")
+        elif opts.threading == "pthread":
+            v.update(USE_THREAD="1", USE_OPENMP="0")
+        else:
+            v.update(USE_THREAD="0", USE_OPENMP="0")
+        if opts.build_lapack:
+            v["C_LAPACK"] = "1"
+        else:
+            v.update(NO_LAPACK="1", NO_LAPACKE="1")
+        if opts.shared:
+            v["NO_STATIC"] = "1"
+        else:
+            v["NO_SHARED"] = "1"
+        if self.settings.build_type == "Debug":
+            v["DEBUG"] = "1"
+        # BUILD_HFLOAT16 stays off: it disables the ZVL kernels on cores without Zfh/Zvfh.
+        return v
+
+    def _make(self, targets):
+        args = " ".join(f'{k}="{val}"' for k, val in self._make_vars().items())
+        self.run(f"make -j{build_jobs(self)} {args} {targets}", cwd=self.source_folder)
+
+    def build(self):
+        self._check_known_targets()
+        # `libs netlib shared` skips the test suites, which would run target code on the build host.
+        shared = " shared" if self.options.shared else ""
+        self._make(f"libs netlib{shared}")
+
+    def package(self):
+        copy(self, "LICENSE", self.source_folder, os.path.join(self.package_folder, "licenses"))
+        self._make(f'install PREFIX="{self.package_folder}"')
+        # Consumers get CMake/pkg-config files from Conan's generators; the installed ones carry
+        # absolute build paths.
+        rmdir(self, os.path.join(self.package_folder, "lib", "cmake"))
+        rmdir(self, os.path.join(self.package_folder, "lib", "pkgconfig"))
+        rm(self, "*.la", os.path.join(self.package_folder, "lib"))
+
+    def package_info(self):
+        self.cpp_info.set_property("cmake_file_name", "OpenBLAS")
+        self.cpp_info.set_property("cmake_target_name", "OpenBLAS::OpenBLAS")
+        self.cpp_info.set_property("pkg_config_name", "openblas")
+        self.cpp_info.libs = ["openblas"]
+        self.cpp_info.system_libs = ["m"]
+        if self.options.threading != "none":
+            self.cpp_info.system_libs.append("pthread")
+        if self.options.threading == "openmp":
+            self.cpp_info.system_libs.append("gomp")
+        # For `BLAS=OpenBLAS` PyTorch builds: FindOpenBLAS looks in $OpenBLAS_HOME/include.
+        self.runenv_info.define_path("OpenBLAS_HOME", self.package_folder)
+        self.buildenv_info.define_path("OpenBLAS_HOME", self.package_folder)
