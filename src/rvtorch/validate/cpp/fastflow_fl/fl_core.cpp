@@ -199,6 +199,53 @@ std::string param_hash(const torch::Tensor& flat) {
 
 double param_norm(const torch::Tensor& flat) { return flat.norm().item<double>(); }
 
+RunConfig parse_run_args(int argc, char** argv) {
+    RunConfig c;
+    auto value = [&](int& i, const std::string& flag) -> std::string {
+        if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
+        return argv[++i];
+    };
+    auto to_int = [](const std::string& flag, const std::string& v, int lo) {
+        size_t pos = 0;
+        int n = 0;
+        try {
+            n = std::stoi(v, &pos);
+        } catch (const std::exception&) {
+            pos = 0;
+        }
+        if (pos != v.size() || n < lo)
+            throw std::invalid_argument(flag + " wants an integer >= " + std::to_string(lo) +
+                                        ", got '" + v + "'");
+        return n;
+    };
+    auto to_double = [](const std::string& flag, const std::string& v) {
+        size_t pos = 0;
+        double d = 0;
+        try {
+            d = std::stod(v, &pos);
+        } catch (const std::exception&) {
+            pos = 0;
+        }
+        if (pos != v.size() || !(d >= 0.0))
+            throw std::invalid_argument(flag + " wants a number >= 0, got '" + v + "'");
+        return d;
+    };
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--shards") c.shards = value(i, a);
+        else if (a == "--workers") c.workers = to_int(a, value(i, a), 2);
+        else if (a == "--rounds") c.rounds = to_int(a, value(i, a), 1);
+        else if (a == "--epochs") c.train.local_epochs = to_int(a, value(i, a), 1);
+        else if (a == "--batch") c.train.batch = to_int(a, value(i, a), 1);
+        else if (a == "--lr") c.train.lr = to_double(a, value(i, a));
+        else if (a == "--momentum") c.train.momentum = to_double(a, value(i, a));
+        else if (a == "--weighted") c.weighted = true;
+        else throw std::invalid_argument("unknown option '" + a + "'");
+    }
+    if (c.shards.empty()) throw std::invalid_argument("--shards FILE is required");
+    return c;
+}
+
 std::string json_escape(const std::string& s) {
     std::string out = "\"";
     for (char c : s) {

@@ -80,6 +80,31 @@ torch::Tensor weighted_average(const std::vector<torch::Tensor>& params,
 std::string param_hash(const torch::Tensor& flat);
 double param_norm(const torch::Tensor& flat);
 
+// Command line shared by the FastFlow programs:
+//   PROG --shards FILE [--workers N] [--rounds R] [--epochs E] [--lr X] [--momentum M]
+//        [--batch B] [--weighted]
+// --workers, when given, must equal the number of shards in FILE (one shard per worker).
+struct RunConfig {
+    std::string shards;
+    int workers = 0;
+    int rounds = 8;
+    bool weighted = false;  // FedAvg weighted by shard size instead of equal weights
+    TrainConfig train;
+};
+// Throws std::invalid_argument with a one-line reason.
+RunConfig parse_run_args(int argc, char** argv);
+
+// What the FastFlow nodes send each other: one model (flat parameters) of one round.
+struct ParamMsg {
+    int round = 0;
+    int sender = -1;        // worker/peer index; -1 for the federator
+    bool final = false;     // master-worker: the last global model, to be loaded, not trained
+    torch::Tensor params;
+    int64_t samples = 0;    // size of the sender's shard (weighted FedAvg)
+    double loss = 0.0;      // sender's mean training loss of its last local epoch
+    std::string start_hash; // hash of the model the sender started this round from
+};
+
 // Minimal JSON output helpers (numbers and strings only; no dependency needed for that).
 std::string json_escape(const std::string& s);
 std::string json_number(double v);

@@ -1,0 +1,388 @@
+"""FastFlow federated learning in C++ on libtorch: build in the toolchain image, run under QEMU.
+
+The programs live in ``src/rvtorch/validate/cpp/fastflow_fl`` (docs/fastflow.md):
+
+* ``fedavg_master_worker`` / ``fedavg_p2p``: the DML paper's two schemes on FastFlow building
+  blocks (shared memory, one process). Built through Conan with the project's recipes
+  (``fastflow``, ``libtorch``) and its cross profiles. FastFlow's source is only on GitHub: where
+  neither a pre-filled Conan download cache nor the network has it, :func:`fastflow_missing`
+  says exactly what to provide, and nothing is built (never against a stand-in).
+* ``fl_core_test``: the libtorch training core alone (no FastFlow), plain CMake with the image's
+  toolchain file. It runs everywhere, so the C++ side of torch is proven even without FastFlow.
+
+libtorch is Debian's 2.6.0 for the target (``libtorch-debian.toml``: two pinned .debs unpacked
+into the cache) until the toolkit's own wheel provides it. The programs run in the target rootfs
+with Debian's python3-torch (``rootfs.ensure_rootfs(arch, with_torch=True)``), which carries the
+same libtorch2.6 and all its libraries.
+
+Entry points: :func:`run_fastflow_fl` (one scheme, one worker count) and :func:`run_core_test`;
+``rvtorch validate --suite fastflow-fl`` (the validation layer) calls the former.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import conan, deps
+from .errors import BuildError, SourceError, UsageError, ValidationError
+from .paths import cache_dir, repo_root
+from .targets import Target, matrix, suggest, target
+
+TREE = Path("src/rvtorch/validate/cpp/fastflow_fl")
+PINS = TREE / "libtorch-debian.toml"
+SCHEMES = {"master-worker": "fedavg_master_worker", "p2p": "fedavg_p2p"}
+CORE_TEST = "fl_core_test"
+# Defaults the tests and the validation suite use (8 rounds reach >= 0.9 on held-out digits).
+DEFAULT_ROUNDS = 8
+DEFAULT_SEED = 0
+# A wall-clock limit per program run under QEMU: a hung FastFlow network is reported, not
+# waited on forever.
+RUN_TIMEOUT = 1800.0
+# Linker flag for the cross link: libtorch's own dependencies (MPI, Vulkan, z3, ...) are in the
+# target rootfs it runs in, not in the image's build sysroot; only torch's symbols are ours.
+LINK_FLAGS = "-Wl,--allow-shlib-undefined"
+
+
+# ------------------------------------------------------------------------------------ sources
+def tree_dir() -> Path:
+    return repo_root() / TREE
+
+
+def fastflow_source() -> conan.RecipeSource:
+    return conan.source_of("fastflow", deps.FASTFLOW_VERSION)
+
+
+def fastflow_missing(*, probe: bool = True) -> str | None:
+    """``None`` when FastFlow's pinned source can be had, else the one-line reason why not.
+
+    Available means: in the project's Conan download cache (``s/<sha256>``), or its upstream URL
+    answers (``probe``). The reason names the file, its sha256 and both ways to provide it.
+    """
+    src = fastflow_source()
+    if conan.have_source(src):
+        return None
+    if probe and conan.reachable(src.url):
+        return None
+    return (
+        f"FastFlow source {src.filename} (sha256 {src.sha256}, {src.url}) is not available: "
+        f"put it at {conan.cached_source(src)} (Conan download cache, s/<sha256>) or run "
+        f"`rvtorch deps build --arch ARCH --only fastflow --source-mirror DIR` with the file in DIR"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PinnedDeb:
+    arch: str  # Debian architecture
+    name: str
+    size: int
+    sha256: str
+
+
+def libtorch_pins() -> tuple[str, str, list[PinnedDeb]]:
+    """(version, pool path, debs) from libtorch-debian.toml."""
+    data = tomllib.loads((repo_root() / PINS).read_text())
+    lt = data["libtorch"]
+    debs = [PinnedDeb(**d) for d in lt["deb"]]
+    return lt["version"], lt["pool"], debs
+
+
+def libtorch_debs(t: Target) -> list[PinnedDeb]:
+    version, _, debs = libtorch_pins()
+    mine = [d for d in debs if d.arch == t.debian_arch]
+    if len(mine) != 2:
+        raise UsageError(
+            f"{PINS}: no libtorch-dev + libtorch2.6 pins for {t.debian_arch}",
+            hint="add both .debs of Debian's pytorch " + version,
+        )
+    return mine
+
+
+def libtorch_root(t: Target) -> Path:
+    version, _, _ = libtorch_pins()
+    return cache_dir() / "fastflow-fl" / "libtorch" / f"{t.debian_arch}-{version}"
+
+
+def ensure_libtorch(arch: str, *, mirror: str | None = None) -> Path:
+    """Debian's libtorch (headers, libraries, CMake config) for ``arch``, unpacked in the cache.
+
+    The .debs are fetched from the configured Debian mirror, checked against the pins and
+    unpacked with ``dpkg-deb -x`` into a temp dir that is renamed into place when complete.
+    """
+    from .aptsource import debian_mirror
+    from .sources import download
+    from .torchspec import PinnedFile
+
+    t = target(arch)
+    final = libtorch_root(t)
+    if (final / ".complete").is_file():
+        return final
+    dpkg_deb = shutil.which("dpkg-deb")
+    if not dpkg_deb:
+        raise UsageError("dpkg-deb not found", hint="apt-get install dpkg")
+    _, pool, _ = libtorch_pins()
+    debs_dir = cache_dir() / "fastflow-fl" / "debs"
+    debs_dir.mkdir(parents=True, exist_ok=True)
+    base = debian_mirror(mirror, suite=matrix().project.suite)
+    files = []
+    for d in libtorch_debs(t):
+        pin = PinnedFile(name=d.name, sha256=d.sha256, size=d.size)
+        files.append(download(f"{base}/{pool}/{d.name}", debs_dir / d.name, pin))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
+    try:
+        for f in files:
+            subprocess.run([dpkg_deb, "-x", str(f), str(tmp)], check=True)
+        (tmp / ".complete").write_text("".join(f"{d.name} {d.sha256}\n"
+                                               for d in libtorch_debs(t)))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except subprocess.CalledProcessError as exc:
+        raise SourceError(f"dpkg-deb -x failed on {exc.cmd[2]}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# -------------------------------------------------------------------------------------- build
+def _tree_digest() -> str:
+    h = hashlib.sha256()
+    for p in sorted(tree_dir().iterdir()):
+        if p.is_file() and p.suffix in (".cpp", ".hpp", ".txt", ".py", ".toml"):
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def build_key(arch: str, variant: str) -> str:
+    version, _, _ = libtorch_pins()
+    h = hashlib.sha256()
+    h.update(f"{arch}\0{variant}\0{version}\0{deps.FASTFLOW_VERSION}\0".encode())
+    h.update(_tree_digest().encode())
+    return h.hexdigest()[:16]
+
+
+def build_dir(arch: str, variant: str) -> Path:
+    return cache_dir() / "fastflow-fl" / "build" / f"{arch}-{variant}-{build_key(arch, variant)}"
+
+
+def _programs(variant: str) -> list[str]:
+    return [CORE_TEST] if variant == "core" else [CORE_TEST, *SCHEMES.values()]
+
+
+def _find_binaries(root: Path, names: Sequence[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for name in names:
+        hits = [p for p in root.rglob(name) if p.is_file() and os.access(p, os.X_OK)]
+        if hits:
+            found[name] = hits[0]
+    return found
+
+
+def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
+                   mirror: str | None = None) -> dict[str, Path]:
+    """Cross-build the programs for ``arch`` in the toolchain image; {program: binary}.
+
+    ``fastflow=False`` builds only ``fl_core_test`` (plain CMake, no Conan, no FastFlow).
+    ``fastflow=True`` needs FastFlow's source (:func:`fastflow_missing`) and builds all three
+    through Conan. The result is cached by a hash of the sources, arch and pins; a rerun reuses
+    it, a failed build leaves nothing behind.
+    """
+    from .engine import detect_engine
+    from .image import ensure_image
+
+    t = target(arch)
+    variant = "fastflow" if fastflow else "core"
+    final = build_dir(arch, variant)
+    names = _programs(variant)
+    have = _find_binaries(final, names) if final.is_dir() else {}
+    if len(have) == len(names):
+        return have
+    if fastflow:
+        reason = fastflow_missing()
+        if reason:
+            raise SourceError(reason)
+    lt = ensure_libtorch(arch, mirror=mirror)
+    engine = detect_engine(engine_name)
+    image = ensure_image(arch, engine=engine)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
+    ccache = cache_dir() / "ccache"
+    ccache.mkdir(parents=True, exist_ok=True)
+    mounts = {str(repo_root()): str(repo_root()), str(cache_dir()): str(cache_dir())}
+    env = {"CCACHE_DIR": str(ccache), "CCACHE_BASEDIR": str(repo_root())}
+    try:
+        with engine.container(image, mounts=mounts, env=env) as ctr:
+            if fastflow:
+                home = conan.setup_home()
+                host, build = deps.profiles(t)
+                ctr.call(["nice", "-n", "10", "conan", "build", str(tree_dir()),
+                          "-pr:h", str(host), "-pr:b", str(build), "--build=missing",
+                          "-o", "libtorch/*:origin=debian",
+                          "-c", f"user.libtorch:sysroot={lt}",
+                          "-c", "tools.cmake.cmaketoolchain:generator=Ninja",
+                          "-c", f'tools.build:exelinkflags=["{LINK_FLAGS}"]',
+                          f"--output-folder={tmp}"],
+                         env={"CONAN_HOME": str(home)})
+            else:
+                ctr.call(["cmake", "-G", "Ninja", "-S", str(tree_dir()), "-B", str(tmp),
+                          "-DFL_FASTFLOW=OFF", "-DCMAKE_BUILD_TYPE=Release",
+                          f"-DCMAKE_TOOLCHAIN_FILE=/opt/rvtorch/toolchains/{t.triple}.cmake",
+                          f"-DCMAKE_PREFIX_PATH={lt}/usr/lib/{t.triple}/cmake",
+                          f"-DCMAKE_EXE_LINKER_FLAGS={LINK_FLAGS}"])
+                ctr.call(["nice", "-n", "10", "cmake", "--build", str(tmp)])
+        built = _find_binaries(tmp, names)
+        missing = [n for n in names if n not in built]
+        if missing:
+            raise BuildError(f"fastflow-fl build for {arch} produced no {', '.join(missing)}")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _find_binaries(final, names)
+
+
+# ---------------------------------------------------------------------------------------- run
+def parse_json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects a program printed, one per line (other lines are ignored)."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+    return out
+
+
+def _run_in_rootfs(arch: str, binary: Path, args: Sequence[str], *, cpu: str | None,
+                   shards: Path, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+    from .emulate import guest_tmpdir, run_guest
+    from .rootfs import ensure_rootfs
+
+    rootfs = ensure_rootfs(arch, with_torch=True)
+    with guest_tmpdir(rootfs, arch) as (host, guest):
+        shutil.copy2(binary, host / binary.name)
+        shutil.copy2(shards, host / shards.name)
+        argv = [f"{guest}/{binary.name}", *[a.replace("{shards}", f"{guest}/{shards.name}")
+                                             for a in args]]
+        t0 = time.monotonic()
+        try:
+            proc = run_guest(arch, argv, cpu=cpu, rootfs=rootfs, timeout=timeout,
+                             env={"OMP_NUM_THREADS": "1"})
+        except subprocess.TimeoutExpired as exc:
+            raise ValidationError(
+                f"{binary.name} on {arch} did not finish within {timeout:.0f} s (killed)"
+            ) from exc
+        return proc, time.monotonic() - t0
+
+
+def run_core_test(arch: str, *, cpu: str | None = None, shards_n: int = 4,
+                  rounds: int = DEFAULT_ROUNDS, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+    """Build and run ``fl_core_test`` for ``arch`` under QEMU; the parsed report."""
+    from .digits import ensure_shards
+
+    bins = build_programs(arch, fastflow=False)
+    shards = ensure_shards(shards_n, seed=DEFAULT_SEED)
+    proc, wall = _run_in_rootfs(arch, bins[CORE_TEST], ["{shards}", str(rounds)], cpu=cpu,
+                                shards=shards, timeout=timeout)
+    lines = parse_json_lines(proc.stdout)
+    summary = next((x["summary"] for x in lines if "summary" in x), None)
+    return {"arch": arch, "cpu": cpu, "exit": proc.returncode, "wall_seconds": wall,
+            "checks": [x for x in lines if "check" in x],
+            "rounds": [x for x in lines if "round" in x], "summary": summary,
+            "stderr_tail": proc.stderr[-2000:]}
+
+
+def run_fastflow_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
+                    rounds: int = DEFAULT_ROUNDS, scheme: str = "master-worker",
+                    timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+    """Build (if needed) and run one FastFlow FL scheme for ``arch`` under QEMU.
+
+    Returns ``{"arch", "cpu", "scheme", "workers", "rounds": [per-round JSON], "summary": {...},
+    "wall_seconds", "shards", "shards_sha256"}``. Raises :class:`SourceError` (exit 3) naming the
+    file to provide when FastFlow's source is not available, :class:`UsageError` on bad
+    arguments, :class:`ValidationError` when the program fails or hangs.
+    """
+    from .digits import ensure_shards
+    from .sources import sha256_file
+
+    if scheme not in SCHEMES:
+        raise UsageError(f"unknown scheme {scheme!r}", hint=suggest(scheme, tuple(SCHEMES)))
+    if workers < 2:
+        raise UsageError(f"FedAvg needs at least 2 workers, got {workers}")
+    if rounds < 1:
+        raise UsageError(f"rounds must be >= 1, got {rounds}")
+    if cpu:
+        target(arch).cpu_model(cpu)  # unknown model: usage error before any build
+    bins = build_programs(arch, fastflow=True)
+    shards = ensure_shards(workers, seed=DEFAULT_SEED)
+    proc, wall = _run_in_rootfs(
+        arch, bins[SCHEMES[scheme]],
+        ["--shards", "{shards}", "--workers", str(workers), "--rounds", str(rounds)],
+        cpu=cpu, shards=shards, timeout=timeout)
+    lines = parse_json_lines(proc.stdout)
+    summary = next((x["summary"] for x in lines if "summary" in x), None)
+    if proc.returncode != 0 or summary is None:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        raise ValidationError(f"{SCHEMES[scheme]} on {arch} failed (exit {proc.returncode}): "
+                              f"{tail}")
+    return {"arch": arch, "cpu": cpu, "scheme": scheme, "workers": workers,
+            "rounds": [x for x in lines if "round" in x], "summary": summary,
+            "wall_seconds": wall, "shards": str(shards), "shards_sha256": sha256_file(shards)}
+
+
+def check_result(result: Mapping[str, Any], *, min_accuracy: float = 0.9) -> list[str]:
+    """What is wrong with a :func:`run_fastflow_fl` result (empty list: all holds)."""
+    s = result["summary"]
+    problems = []
+    if not s.get("complete"):
+        problems.append(f"ran {s.get('rounds')} of {s.get('rounds_requested')} rounds")
+    if not s.get("models_equal"):
+        problems.append(f"final models differ across workers: {s.get('final_hashes')}")
+    if s.get("final_accuracy", 0.0) < min_accuracy:
+        problems.append(f"final accuracy {s.get('final_accuracy')} < {min_accuracy}")
+    accs = s.get("accuracies") or []
+    if len(accs) >= 2 and not accs[-1] > accs[0]:
+        problems.append(f"accuracy did not rise: {accs}")
+    for r in result["rounds"]:
+        if r.get("start_equal") is False or r.get("models_equal") is False:
+            problems.append(f"round {r.get('round')}: workers held different models")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin debugging aid
+    """``python -m rvtorch.fastflow_fl ARCH [scheme] [workers]``: run and print the result."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    if not args:
+        print("usage: python -m rvtorch.fastflow_fl ARCH [core|master-worker|p2p] [workers]",
+              file=sys.stderr)
+        return 2
+    arch, what = args[0], (args[1] if len(args) > 1 else "core")
+    if what == "core":
+        res = run_core_test(arch)
+    else:
+        res = run_fastflow_fl(arch, scheme=what, workers=int(args[2]) if len(args) > 2 else 4)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
