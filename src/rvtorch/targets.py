@@ -99,6 +99,7 @@ class Project:
     python: str
     image: str
     base_image: str
+    base_image_pull: str
 
     @property
     def python_tag(self) -> str:

@@ -1,0 +1,121 @@
+"""The toolchain image for real: offline base, build from nothing, self-test on every CPU model,
+a killed build not reused.
+
+These use the shared images through :func:`rvtorch.image.ensure_image` (built once per content
+hash, then reused by every test and every area); only the base-image test bootstraps a throwaway
+image of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from rvtorch import image
+from rvtorch.engine import detect_engine
+from rvtorch.targets import matrix
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+ARCHES = matrix().arches
+
+
+@pytest.fixture(scope="module")
+def engine():  # type: ignore[no-untyped-def]
+    return detect_engine()
+
+
+def test_base_image_offline(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """debootstrap + import makes a runnable Debian image of the project's suite."""
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap needs root")
+    ref = f"localhost/rvtorch-test-base:{uuid.uuid4().hex[:8]}"
+    m = matrix()
+    try:
+        image._bootstrap_base(engine, ref, m.project.suite, image.debian_mirror())
+        assert engine.image_exists(ref)
+        with engine.container(ref) as ctr:
+            out = ctr.call(["cat", "/etc/os-release"], capture=True).stdout
+        assert f"VERSION_CODENAME={m.project.suite}" in out
+        # Nothing of the bootstrap is left in the work directory.
+        assert not list(image._work_dir().glob("base-*"))
+    finally:
+        engine.remove_image(ref)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_image_builds_and_passes_self_test(engine, arch: str) -> None:  # type: ignore[no-untyped-def]
+    ref = image.ensure_image(arch, engine=engine)
+    t = matrix().target(arch)
+    assert ref.startswith(f"{matrix().project.image}:{arch}-")
+    labels = engine.image_labels(ref)
+    assert labels.get("io.rvtorch.target-arch") == arch
+    assert labels.get("org.opencontainers.image.revision", "unknown") != "unknown"
+    assert ref.endswith(labels["io.rvtorch.content-hash"][:16])
+    # The self-test ran at build time; run it again and look at every CPU model's line.
+    results = image.self_test(ref, arch, engine=engine)
+    assert [r.cpu for r in results] == list(t.cpu_names)
+    for r, cpu in zip(results, t.cpu, strict=True):
+        assert f"arch={arch} " in r.line and f"vector={int(cpu.vector)} " in r.line
+    # The baked-in cross environment the other areas rely on.
+    with engine.container(ref) as ctr:
+        env = ctr.call(["env"], capture=True).stdout
+        for line in (f"CROSS_TRIPLE={t.triple}", f"CXX={t.triple}-g++-{matrix().project.gcc}",
+                     f"CMAKE_TOOLCHAIN_FILE=/opt/rvtorch/toolchains/{t.triple}.cmake",
+                     "QEMU_LD_PREFIX=/"):
+            assert line in env.splitlines(), line
+        py = ctr.call(["python3", "-c", "import platform, crossenv, build, conans; "
+                       "print(platform.machine())"], capture=True).stdout.strip()
+        assert py == "x86_64"  # the build python was not replaced by the target's
+
+
+def test_killed_build_is_not_reused(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL during the build/self-test: the tested tag never appears, a rerun rebuilds."""
+    arch = ARCHES[0]
+    t = matrix().target(arch)
+    # A checkout whose Dockerfile differs by a comment: a new content hash whose layers all
+    # come from the cache, so the build reaches its self-test quickly.
+    root = tmp_path / "checkout"
+    for rel in [*image.image_inputs(t), "toolchains/targets.toml",
+                *[f"toolchains/{p.name}" for p in (ROOT / "toolchains").glob("*.cmake")],
+                *[f"toolchains/conan/{p.name}" for p in (ROOT / "toolchains/conan").iterdir()]]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, root / rel)
+    with (root / image.DOCKERFILE).open("a") as fh:
+        fh.write(f"# killed-build test {uuid.uuid4().hex}\n")
+    base_id = engine.image_id(image.ensure_base(engine)) or matrix().project.base_image
+    refs = image.ImageRefs(arch, image.content_hash(t, base_id=base_id, root=root))
+    env = {**os.environ, "RVTORCH_ROOT": str(root)}
+    proc = subprocess.Popen([sys.executable, "-m", "rvtorch", "image", "build", "--arch", arch],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 900
+        while not engine.image_exists(refs.untested):
+            assert proc.poll() is None, "build ended before it could be killed"
+            assert time.monotonic() < deadline, "build did not get to its self-test"
+            time.sleep(1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert not engine.image_exists(refs.good)
+        # A rerun sees no tested image and builds (and tests) again.
+        r = subprocess.run([sys.executable, "-m", "rvtorch", "image", "build", "--arch", arch],
+                           env=env, capture_output=True, text=True, timeout=1800, check=False)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip() == refs.good
+        assert engine.image_exists(refs.good) and not engine.image_exists(refs.untested)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for ref in (refs.untested, refs.good):
+            engine.remove_image(ref)
+        # Keep the shared alias on the project's own image.
+        engine.tag(image.ensure_image(arch, engine=engine), refs.alias)
