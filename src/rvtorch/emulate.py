@@ -20,6 +20,7 @@ host-only variables such as ``OPENBLAS_CORETYPE=Haswell`` (FACTS: a riscv64 Open
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -373,6 +374,23 @@ def qemu_version(binary: str) -> str | None:
     return m.group(1) if m else None
 
 
+@functools.cache
+def _checked_cpu(binary: str, qemu_cpu: str, rootfs: Path) -> str | None:
+    return probe_cpu(binary, qemu_cpu, rootfs)
+
+
+def check_cpu(t: Target, model: CpuModel, binary: str, rootfs: Path) -> None:
+    """A usage error (exit 2) when the QEMU that will run the guest rejects the model."""
+    err = _checked_cpu(binary, model.qemu_cpu, rootfs)
+    if err:
+        raise UsageError(
+            f"{binary} (qemu {qemu_version(binary) or '?'}) cannot emulate {t.arch} CPU model "
+            f"{model.name!r} (-cpu {model.qemu_cpu}): {err}",
+            hint="install a qemu-user-static that knows it, or pick another --cpu "
+            f"({', '.join(t.cpu_names)})",
+        )
+
+
 def probe_cpu(binary: str, qemu_cpu: str, rootfs: Path | None = None) -> str | None:
     """None if ``binary`` accepts ``-cpu qemu_cpu``, else QEMU's one-line complaint.
 
@@ -512,24 +530,27 @@ def guest_command(
         raise UsageError(f"{rootfs} is not a root filesystem",
                          hint=f"create one with `rvtorch rootfs create --arch {arch}`")
     mode = mode_for(arch, rootfs)
+    t = resolve(arch)
     if mode in ("native", "binfmt"):
         extra = dict(env or {})
-        if model is not None:
+        if t is not None and model is not None:
+            interp = binfmt_state(t).entries[0].interpreter
+            check_cpu(t, model, interp if Path(interp).exists() else qemu_binary(t), rootfs)
             extra["QEMU_CPU"] = model.qemu_cpu
         cmd = ["chroot", str(rootfs)]
         if cwd:
             cmd += ["/usr/bin/env", f"--chdir={cwd}"]
         return [*cmd, *argv], guest_env(extra)
-    t = resolve(arch)
     assert t is not None and model is not None
+    check_cpu(t, model, qemu_binary(t), rootfs)
     program = _find_guest_program(rootfs, argv[0])
     host_exe = resolve_in_rootfs(rootfs, program)
     args = list(argv[1:])
-    interp = _shebang(host_exe)
-    if interp:
+    shebang = _shebang(host_exe)
+    if shebang:
         # QEMU loads ELF only: run the script's interpreter with the script as argument.
-        args = [*interp[1:], program, *args]
-        host_exe = resolve_in_rootfs(rootfs, interp[0])
+        args = [*shebang[1:], program, *args]
+        host_exe = resolve_in_rootfs(rootfs, shebang[0])
     # Paths the guest opens are looked up under -L first; files that do not exist there yet
     # (new files in TMPDIR) would land on the host's /tmp, so TMPDIR is the rootfs's tmp by its
     # host path, which the guest reaches unchanged.

@@ -137,6 +137,8 @@ def host_env_with_openblas(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QEMU_LD_PREFIX", "/")
     monkeypatch.setattr(emulate, "is_root", lambda: True)
     monkeypatch.setattr(emulate, "qemu_binary", lambda t: f"/usr/bin/{t.qemu_binary}")
+    # Unit tests start no QEMU: the CPU probe is exercised in tests/emulated.
+    monkeypatch.setattr(emulate, "_checked_cpu", lambda binary, cpu, rootfs: None)
 
 
 def test_guest_env_is_built_from_nothing(host_env_with_openblas: None) -> None:
@@ -242,3 +244,19 @@ def test_guest_tmpdir_paths_per_mode(tmp_path: Path, host_env_with_openblas: Non
         assert guest == "/tmp/" + host.name and os.access(host, os.W_OK)
     with pytest.raises(UsageError, match="manifest"), emulate.guest_tmpdir(root):
         pass
+
+
+def test_cpu_rejected_by_local_qemu_is_a_usage_error(
+    tmp_path: Path, host_env_with_openblas: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RVTORCH_EMULATION", "qemu")
+    monkeypatch.setattr(emulate, "_checked_cpu",
+                        lambda binary, cpu, rootfs: "unable to find CPU model" if "256" in cpu
+                        else None)
+    monkeypatch.setattr(emulate, "qemu_version", lambda binary: "7.2.22")
+    root = _fake_rootfs(tmp_path)
+    guest_command("riscv64", ["python3"], cpu="rvv128", rootfs=root)
+    with pytest.raises(UsageError) as exc:
+        guest_command("riscv64", ["python3"], cpu="rvv256", rootfs=root)
+    msg = exc.value.one_line()
+    assert "qemu 7.2.22" in msg and "'rvv256'" in msg and "rv64, rvv128, rvv256" in msg
