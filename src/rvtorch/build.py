@@ -22,8 +22,10 @@ with a ``.sha256`` and a build-info JSON. A QEMU import-and-matmul smoke follows
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import hashlib
 import itertools
 import json
@@ -35,12 +37,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from .errors import BuildError, RvtorchError, UsageError
+from .errors import BuildError, RvtorchError, UsageError, ValidationError
 from .paths import cache_dir, data_dir, repo_root
 from .targets import Target, matrix
 from .torchspec import TorchVersion, torch_version
@@ -56,11 +58,13 @@ CTR_CACHE = "/rvtorch/cache"
 CTR_OUT = "/rvtorch/out"
 BUILD_PYTHON = "/usr/bin/python3.13"
 # A default partial build: c10 and a few ATen CPU kernels (enough to prove compile + link).
+_ATEN_OBJ = "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen"
 DEFAULT_PARTIAL_TARGETS = (
     "c10",
-    "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen/native/cpu/BinaryOpsKernel.cpp.DEFAULT.cpp.o",
-    "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen/native/cpu/ActivationKernel.cpp.DEFAULT.cpp.o",
-    "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen/native/cpu/FillKernel.cpp.DEFAULT.cpp.o",
+    f"{_ATEN_OBJ}/native/cpu/FillKernel.cpp.DEFAULT.cpp.o",
+    f"{_ATEN_OBJ}/native/cpu/RangeFactoriesKernel.cpp.DEFAULT.cpp.o",
+    # The BLAS glue: with patch 0006 it calls OpenBLAS's cblas_*dot* wrappers.
+    f"{_ATEN_OBJ}/native/BlasKernel.cpp.o",
 )
 _NINJA = re.compile(r"^\[(\d+)/(\d+)\]")
 
@@ -398,6 +402,19 @@ def prepare_tree(plan: Plan, provider: str, mirror: str | None) -> Path:
     return dest
 
 
+def tree_lock(tree: Path) -> IO[str]:
+    """An exclusive lock on a build tree: two builds must never share one ninja directory."""
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    fh = (tree.parent / f".{tree.name}.lock").open("w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise UsageError(f"another build is using {tree}",
+                         hint="wait for it to finish (ninja state is per tree)") from None
+    return fh
+
+
 def parse_steps(log_text: str) -> dict[str, float]:
     """Durations of the ``rvtorch: step NAME EPOCH`` markers the build script prints."""
     marks = [
@@ -424,6 +441,7 @@ def run_build(
     s = time.monotonic()
     image = ensure_build_image(plan, engine)
     steps["image"] = time.monotonic() - s
+    lock = tree_lock(Path(plan.tree))
     s = time.monotonic()
     tree = prepare_tree(plan, provider, mirror)
     steps["source"] = time.monotonic() - s
@@ -475,42 +493,66 @@ def run_build(
             "ninja": {"done": progress.done, "total": progress.total},
         }
         if plan.stage == "full":
-            info.update(finish_wheel(plan, outdir, info, smoke=smoke))
+            info.update(finish_wheel(plan, outdir, info, smoke=smoke, engine=engine, image=image))
         info["steps"]["total"] = time.monotonic() - t0
         return info
     finally:
         stop.set()
         shutil.rmtree(outdir, ignore_errors=True)
+        lock.close()
 
 
-def finish_wheel(plan: Plan, outdir: Path, info: dict[str, Any], *, smoke: bool) -> dict[str, Any]:
-    """Repair + check the wheel (rvtorch.wheel, if present), smoke it, move it into ``out``."""
+def finish_wheel(
+    plan: Plan, outdir: Path, info: dict[str, Any], *, smoke: bool, engine: Any, image: str
+) -> dict[str, Any]:
+    """Repair + check the wheel (``rvtorch.wheel``), smoke it, then move it into ``plan.out``."""
     wheels = sorted(outdir.glob("torch-*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"expected one torch wheel, found {[w.name for w in wheels]}")
     wheel = wheels[0]
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"unrepaired_size": wheel.stat().st_size}
     s = time.monotonic()
     try:
-        from . import wheel as wheel_mod  # owned by the wheel helper
+        from . import wheel as wheel_mod  # the wheel repair/check module (its own owner)
     except ImportError:
         wheel_mod = None  # type: ignore[assignment]
         extra["repair"] = "skipped: rvtorch.wheel is not available"
+    build_paths = [CTR_SRC, plan.tree]
     if wheel_mod is not None:
-        repair = getattr(wheel_mod, "repair_wheel", None)
-        if repair is not None:
-            wheel = Path(repair(wheel, plan.arch, outdir / "repaired"))
-        report = wheel_mod.check_wheel(wheel, plan.arch)
-        extra["check"] = (
-            report if isinstance(report, dict) else getattr(report, "__dict__", str(report))
-        )
-    extra.setdefault("steps", {})
+        t = matrix().target(plan.arch)
+        # The libraries to bundle live in the build image (the torch layer adds some to the
+        # toolchain image; Debian's libgloo.so sits in /usr/lib, outside the multiarch dir).
+        with mounted_image(engine, image) as root:
+            lib_path = [*wheel_mod.sysroot_lib_path(t, root), root / "usr/lib"]
+            wheel = wheel_mod.repair_wheel(wheel, t, outdir / "repaired", lib_path=lib_path,
+                                           sysroot=root, build_paths=build_paths)
+        report = wheel_mod.check_wheel(wheel, t, build_paths=build_paths)
+        extra["check"] = report.to_json()
+        if not report.ok:
+            raise ValidationError("check-wheel failed: " + report.summary().splitlines()[1].strip())
     info["steps"]["repair_check"] = time.monotonic() - s
     if smoke:
         s = time.monotonic()
         extra["smoke"] = smoke_wheel(wheel, plan.arch)
         info["steps"]["smoke"] = time.monotonic() - s
     return {**extra, **publish(wheel, Path(plan.out), {**info, **extra})}
+
+
+@contextlib.contextmanager
+def mounted_image(engine: Any, image: str) -> Iterator[Path]:
+    """The root filesystem of ``image`` on the build machine (buildah/podman mount)."""
+    from .proc import run
+
+    if engine.name not in ("buildah", "podman"):
+        raise UsageError(f"{engine.name} cannot mount the build image for wheel repair",
+                         hint="use buildah or podman (--engine)")
+    with engine.container(image) as ctr:
+        mnt = run([engine.path, "mount", ctr.handle], capture=True,
+                  what="mount the build image").stdout.strip()
+        try:
+            yield Path(mnt)
+        finally:
+            run([engine.path, "umount", ctr.handle], check=False, capture=True)
 
 
 def publish(wheel: Path, out: Path, info: dict[str, Any]) -> dict[str, Any]:
