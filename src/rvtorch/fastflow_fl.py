@@ -240,7 +240,7 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
                 ctr.call(["cmake", "-G", "Ninja", "-S", str(tree_dir()), "-B", str(tmp),
                           "-DFL_FASTFLOW=OFF", "-DCMAKE_BUILD_TYPE=Release",
                           f"-DCMAKE_TOOLCHAIN_FILE=/opt/rvtorch/toolchains/{t.triple}.cmake",
-                          f"-DCMAKE_PREFIX_PATH={lt}/usr/lib/{t.triple}/cmake",
+                          f"-DCMAKE_PREFIX_PATH={lt}/usr",
                           f"-DCMAKE_EXE_LINKER_FLAGS={LINK_FLAGS}"])
                 ctr.call(["nice", "-n", "10", "cmake", "--build", str(tmp)])
         built = _find_binaries(tmp, names)
@@ -311,15 +311,35 @@ def run_core_test(arch: str, *, cpu: str | None = None, shards_n: int = 4,
             "stderr_tail": proc.stderr[-2000:]}
 
 
+_TRAIN_FLAGS = {"lr": "--lr", "momentum": "--momentum", "local_epochs": "--epochs",
+                "batch": "--batch"}
+
+
+def _train_args(train: Mapping[str, float]) -> list[str]:
+    args: list[str] = []
+    for key, value in train.items():
+        if key == "weighted":
+            args += ["--weighted"] if value else []
+        elif key in _TRAIN_FLAGS:
+            args += [_TRAIN_FLAGS[key], str(value)]
+        else:
+            raise UsageError(f"unknown training option {key!r}",
+                             hint=suggest(key, (*_TRAIN_FLAGS, "weighted")))
+    return args
+
+
 def run_fastflow_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
                     rounds: int = DEFAULT_ROUNDS, scheme: str = "master-worker",
-                    timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+                    timeout: float = RUN_TIMEOUT,
+                    train: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Build (if needed) and run one FastFlow FL scheme for ``arch`` under QEMU.
 
     Returns ``{"arch", "cpu", "scheme", "workers", "rounds": [per-round JSON], "summary": {...},
     "wall_seconds", "shards", "shards_sha256"}``. Raises :class:`SourceError` (exit 3) naming the
     file to provide when FastFlow's source is not available, :class:`UsageError` on bad
-    arguments, :class:`ValidationError` when the program fails or hangs.
+    arguments, :class:`ValidationError` when the program fails or hangs. ``train`` overrides
+    the programs' defaults: ``lr``, ``momentum``, ``local_epochs``, ``batch``, ``weighted``
+    (e.g. :data:`PY_SCHEME` with ``weighted=True`` to run like the Python scheme).
     """
     from .digits import ensure_shards
     from .sources import sha256_file
@@ -332,11 +352,12 @@ def run_fastflow_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
         raise UsageError(f"rounds must be >= 1, got {rounds}")
     if cpu:
         target(arch).cpu_model(cpu)  # unknown model: usage error before any build
+    extra = _train_args(train or {})
     bins = build_programs(arch, fastflow=True)
     shards = ensure_shards(workers, seed=DEFAULT_SEED)
     proc, wall = _run_in_rootfs(
         arch, bins[SCHEMES[scheme]],
-        ["--shards", "{shards}", "--workers", str(workers), "--rounds", str(rounds)],
+        ["--shards", "{shards}", "--workers", str(workers), "--rounds", str(rounds), *extra],
         cpu=cpu, shards=shards, timeout=timeout)
     lines = parse_json_lines(proc.stdout)
     summary = next((x["summary"] for x in lines if "summary" in x), None)
@@ -347,6 +368,87 @@ def run_fastflow_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
     return {"arch": arch, "cpu": cpu, "scheme": scheme, "workers": workers,
             "rounds": [x for x in lines if "round" in x], "summary": summary,
             "wall_seconds": wall, "shards": str(shards), "shards_sha256": sha256_file(shards)}
+
+
+# The Python scheme's hyper-parameters (rvtorch.validate.fl defaults); the C++ programs take the
+# same values for a like-for-like comparison (its FedAvg is weighted by shard size too).
+PY_SCHEME = {"lr": 0.05, "local_epochs": 2, "batch": 16}
+PY_SCHEMES = {"master-worker": "master-worker", "p2p": "peer-to-peer"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_python_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
+                  rounds: int = DEFAULT_ROUNDS, timeout: float = RUN_TIMEOUT,
+                  lr: float = PY_SCHEME["lr"], local_epochs: int = int(PY_SCHEME["local_epochs"]),
+                  batch: int = int(PY_SCHEME["batch"])) -> dict[str, Any]:
+    """The Python FL scheme (``rvtorch.validate.fl``, gloo over TCP) on the same shards.
+
+    One guest process per rank, all started from the host (under QEMU without binfmt a guest
+    cannot start target binaries), in the target rootfs with Debian's torch. Both of its schemes
+    run in one launch; returns ``{scheme: {"accuracy": [...], "round_s": [...]}}`` plus
+    ``wall_seconds``. A rank that does not finish within ``timeout`` is killed and reported.
+    """
+    from .digits import ensure_shards
+    from .emulate import guest_command, guest_tmpdir
+    from .rootfs import ensure_rootfs
+
+    if workers < 2:
+        raise UsageError(f"the Python FL scheme needs at least 2 ranks, got {workers}")
+    rootfs = ensure_rootfs(arch, with_torch=True)
+    shards = ensure_shards(workers, seed=DEFAULT_SEED)
+    src = repo_root() / "src" / "rvtorch" / "validate"
+    with guest_tmpdir(rootfs, arch) as (host, guest):
+        shutil.copytree(src, host / "validate", ignore=shutil.ignore_patterns("cpp", "__pycache__"))
+        shutil.copy2(shards, host / shards.name)
+        (host / "data").mkdir()
+        port = _free_port()
+        procs = []
+        t0 = time.monotonic()
+        for rank in range(workers):
+            argv = ["/usr/bin/python3", "-m", "validate.fl", "--role", "host",
+                    "--data", f"{guest}/data", "--out", f"{guest}/rank{rank}.json",
+                    "--rank", str(rank), "--world", str(workers), "--port", str(port),
+                    "--shards", f"{guest}/{shards.name}", "--rounds", str(rounds),
+                    "--local-epochs", str(local_epochs), "--batch", str(batch), "--lr", str(lr),
+                    "--timeout", str(timeout)]
+            cmd, env = guest_command(arch, argv, cpu=cpu, rootfs=rootfs, cwd=guest,
+                                     env={"PYTHONPATH": guest, "OMP_NUM_THREADS": "1",
+                                          # Debian's 2.6.0 has no libuv (FACTS.md)
+                                          "TORCH_DISTRIBUTED_USE_LIBUV": "0",
+                                          "GLOO_SOCKET_IFNAME": "lo"})
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+        failed = []
+        for rank, p in enumerate(procs):
+            left = max(1.0, timeout - (time.monotonic() - t0))
+            try:
+                _, err = p.communicate(timeout=left)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+                failed.append(f"rank {rank} hung (killed after {timeout:.0f} s)")
+                continue
+            if p.returncode != 0:
+                tail = (err.strip().splitlines() or ["no output"])[-1][:200]
+                failed.append(f"rank {rank} exit {p.returncode}: {tail}")
+        wall = time.monotonic() - t0
+        out = host / "rank0.json"
+        result = json.loads(out.read_text()) if out.is_file() else {}
+    if failed or "fl" not in result.get("figures", {}):
+        bad = [c for c in result.get("checks", []) if not c.get("ok")]
+        raise ValidationError(f"Python FL scheme on {arch} with {workers} ranks failed: "
+                              + "; ".join(failed + [str(c.get("name")) for c in bad][:3]))
+    fl = result["figures"]["fl"]
+    return {"arch": arch, "cpu": cpu, "workers": workers, "wall_seconds": wall,
+            "schemes": {ours: fl[theirs] for ours, theirs in PY_SCHEMES.items()},
+            "checks": result.get("checks", [])}
 
 
 def check_result(result: Mapping[str, Any], *, min_accuracy: float = 0.9) -> list[str]:
