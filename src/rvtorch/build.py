@@ -180,7 +180,8 @@ def image_plan(t: Target, tv: TorchVersion) -> dict[str, Any]:
     }
     digest = hashlib.sha256(json.dumps(layer_inputs, sort_keys=True).encode()).hexdigest()[:16]
     return {
-        # The exact content-hash tag is resolved by rvtorch.image.ensure_image at build time.
+        # The toolchain's content-hash tag is resolved by rvtorch.image.ensure_image at build
+        # time; the torch layer's tag gets that hash appended, so a new toolchain rebuilds it.
         "toolchain": f"{matrix().project.image}:{t.arch}",
         "torch_layer": f"{matrix().project.image}-torch:{t.arch}-{digest}",
         "torch_layer_inputs": layer_inputs,
@@ -362,7 +363,8 @@ def ensure_build_image(plan: Plan, engine: Any) -> str:
 
     t = target(plan.arch)
     toolchain = image_mod.ensure_image(plan.arch, engine=engine)
-    ref = str(plan.image["torch_layer"])
+    # The layer is rebuilt when the toolchain image changes: its content-hash tag is in the name.
+    ref = f"{plan.image['torch_layer']}-{toolchain.rsplit(':', 1)[-1].rsplit('-', 1)[-1][:12]}"
     if engine.image_exists(ref):
         return ref
     inputs = plan.image["torch_layer_inputs"]
@@ -495,6 +497,9 @@ def run_build(
         if plan.stage == "full":
             info.update(finish_wheel(plan, outdir, info, smoke=smoke, engine=engine, image=image))
         info["steps"]["total"] = time.monotonic() - t0
+        # Kept beside the log: which image and flags produced this build tree.
+        (tree / "build" / "rvtorch-build-info.json").write_text(
+            json.dumps(info, indent=2, default=str) + "\n")
         return info
     finally:
         stop.set()

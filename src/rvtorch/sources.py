@@ -311,9 +311,20 @@ def staging(dest: Path) -> Iterator[Path]:
 
 
 def _extract(archive: Path, into: Path) -> None:
+    """Extract a (sha256-verified) tarball; GNU tar when present (3x faster than tarfile here)."""
+    into.mkdir(parents=True, exist_ok=True)
+    tar = shutil.which("tar")
+    if tar:
+        res = subprocess.run([tar, "--no-same-owner", "-xf", str(archive), "-C", str(into)],
+                             capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            last = (res.stderr.strip().splitlines() or ["tar failed"])[-1]
+            raise SourceError(f"{archive.name} is corrupt: {last}",
+                              hint=f"delete {archive} and rerun")
+        return
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(into, filter="tar")
+        with tarfile.open(archive) as tf:
+            tf.extractall(into, filter="tar")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise SourceError(
             f"{archive.name} is corrupt: {exc}", hint=f"delete {archive} and rerun"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -52,8 +53,6 @@ def cli(env: dict[str, str], *args: str, timeout: float = 3600) -> subprocess.Co
 
 
 def plan_for(env: dict[str, str], arch: str, *extra: str) -> dict:
-    import json
-
     r = cli(env, "build", "--arch", arch, "--source", "debian", "--dry-run", *extra)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -198,13 +197,15 @@ def test_partial_riscv64_build_runs_under_qemu_and_resumes_after_a_kill(
     offset = log.stat().st_size if log.exists() else 0
     argv = [sys.executable, "-m", "rvtorch", "build", "--arch", "riscv64", "--source", "debian",
             "--stage", "full", "--jobs", "2", "--out", str(out)]
-    proc = subprocess.Popen(argv, env={**os.environ, **env}, start_new_session=True, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = tmp_path / "driver.log"
+    with driver.open("w") as fh:
+        proc = subprocess.Popen(argv, env={**os.environ, **env}, start_new_session=True,
+                                text=True, stdout=fh, stderr=subprocess.STDOUT)
     # Kill once the compile step began and ninja made progress (or the first run is cached).
     killed = _kill_when(log, proc, r"^\[[2-9]\d*/\d{3,}\]", timeout=1500)
     if not killed:
         proc.kill()
-    assert killed, "the build never reached its compile step"
+    assert killed, "the build never reached its compile step: " + driver.read_text()[-1500:]
     assert list(out.iterdir()) == []  # nothing half-written in dist
     time.sleep(3)  # let the container engine notice its dead client
     r = cli(env, "build", "--arch", "riscv64", "--source", "debian", "--stage", "partial",
@@ -228,6 +229,7 @@ def test_partial_riscv64_build_runs_under_qemu_and_resumes_after_a_kill(
         '  std::cout << c10::str("c10 says ", d, " index=", int(d.index())) << std::endl;\n'
         "  return d.is_cpu() ? 0 : 1;\n}\n")
     engine = detect_engine()
+    image = json.loads((build / "rvtorch-build-info.json").read_text())["image"]
     src = "/rvtorch/src"
     compile_cmd = (
         f"$CXX -std=c++17 -O1 -I{src} -I{src}/build -I{src}/build/c10 "  # c10/macros/cmake_macros.h
@@ -235,7 +237,7 @@ def test_partial_riscv64_build_runs_under_qemu_and_resumes_after_a_kill(
         f"-L{src}/build/lib -lc10 && "
         f"LD_LIBRARY_PATH={src}/build/lib qemu-riscv64-static -cpu rv64 "
         f"{src}/build/itest/c10_smoke && file {src}/build/itest/c10_smoke")
-    with engine.container(plan["image"]["torch_layer"], mounts={str(tree): src},
+    with engine.container(image, mounts={str(tree): src},
                           env={"QEMU_LD_PREFIX": "/"}) as ctr:
         res = ctr.call(["bash", "-c", compile_cmd], capture=True, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -244,7 +246,7 @@ def test_partial_riscv64_build_runs_under_qemu_and_resumes_after_a_kill(
 
     # Patch 0006 in the object code: the BLAS glue calls OpenBLAS's cblas dot wrappers.
     blas_obj = next(t for t in plan["targets"] if t.endswith("native/BlasKernel.cpp.o"))
-    with engine.container(plan["image"]["torch_layer"], mounts={str(tree): src}) as ctr:
+    with engine.container(image, mounts={str(tree): src}) as ctr:
         nm = ctr.call(["riscv64-linux-gnu-nm", "-u", f"{src}/build/{blas_obj}"], capture=True)
     undefined = nm.stdout.split()
     assert "cblas_cdotu_sub" in undefined and "cdotu_" not in undefined
