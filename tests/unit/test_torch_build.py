@@ -349,3 +349,28 @@ def test_staging_is_atomic(tmp_path: Path) -> None:
     with sources.staging(dest) as tmp:
         (tmp / "whole").write_text("x")
     assert (dest / "whole").exists()
+
+
+def test_publish_is_atomic_with_checksum_and_info(tmp_path: Path) -> None:
+    wheel = tmp_path / "torch-2.6.0+riscv64-cp313-cp313-linux_riscv64.whl"
+    wheel.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    out = tmp_path / "dist"
+    res = build.publish(wheel, out, {"steps": {"compile": 1.0}})
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert res["sha256"] == digest
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [wheel.name, f"{wheel.name}.sha256", f"{wheel.name}.build-info.json"])
+    assert (out / f"{wheel.name}.sha256").read_text() == f"{digest}  {wheel.name}\n"
+    info = json.loads((out / f"{wheel.name}.build-info.json").read_text())
+    assert info["sha256"] == digest and info["steps"] == {"compile": 1.0}
+
+
+def test_build_script_per_stage() -> None:
+    full = build.build_script(build.make_plan("riscv64", provider="debian", stage="full"))
+    assert "setup.py bdist_wheel --dist-dir /rvtorch/out" in full and "ccache" in full
+    part = build.build_script(build.make_plan("riscv64", provider="debian", stage="partial",
+                                              targets=["c10"]))
+    assert "cmake --build build --target c10" in part and "bdist_wheel" not in part
+    conf = build.build_script(build.make_plan("riscv64", provider="debian", stage="configure",
+                                              cache="none"))
+    assert "--cmake-only" in conf and "cmake --build" not in conf and "ccache" not in conf
