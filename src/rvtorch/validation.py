@@ -1,0 +1,698 @@
+"""The host side of ``rvtorch validate``: references on x86, suites on the target, one report.
+
+Steps (each prints a progress line):
+
+1. **References.** The target-side modules (``rvtorch.validate``, torch + stdlib only) run with
+   ``--role host`` in the x86 reference: Debian's amd64 python3-torch in the ``host`` rootfs
+   (``ensure_rootfs("host", with_torch=True)``, run natively by chroot), the same torch version
+   as Debian's riscv64/arm64 build. They write the smoke goldens, the ReFlow weights/noise/host
+   samples and the FL host run (plus the digits shards, exported here with scikit-learn) into
+   a reference directory cached by content hash: a rerun reuses it.
+2. **Target environment.** Debian's torch in the target rootfs (``--rootfs-torch``), or a wheel
+   installed into a fresh venv (``--system-site-packages``) inside a temp dir of that rootfs.
+3. **Suites per CPU model.** The package and references are copied into a guest temp dir; each
+   suite runs as ``python3 -m rvtorch_validate.<suite> --role target`` under QEMU with a clean
+   guest environment; FL starts one qemu process per rank from here and watches them.
+4. **Report.** ``report.json``, ``report.html`` and PNG plots (``rvtorch.report``); the exit
+   status is 0 only if every check passed, else a ValidationError (exit 5).
+
+``RVTORCH_VALIDATE_HOST_PYTHON=/path/to/python`` runs the references with that native Python
+(which must have torch) instead of the host rootfs: for machines without root or for developing
+the suites.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError, ValidationError
+from .paths import cache_dir
+from .targets import CpuModel, matrix, suggest
+
+SUITES = ("smoke", "reflow", "fl")
+PACKAGE = "rvtorch_validate"  # name of the copied package inside the guest
+HOST_PYTHON_ENV = "RVTORCH_VALIDATE_HOST_PYTHON"
+# Faults the checks must catch (tests and `--inject`): each one must end in exit 5.
+FAULTS = ("wrong-golden", "wrong-weights", "kill-rank", "hang-rank")
+GUEST_PYTHON = "/usr/bin/python3"
+
+# Wall-time limits per suite process under QEMU (generous: 2-core CI under load); a run that
+# passes them is killed and reported, never waited on forever.
+SUITE_TIMEOUT = {"smoke": 900.0, "reflow": 1500.0, "fl": 900.0}
+FULL_TIMEOUT = 4 * 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    arch: str
+    cpus: tuple[str, ...]
+    suites: tuple[str, ...]
+    report: Path
+    wheel: Path | None = None
+    full: bool = False
+    inject: tuple[str, ...] = ()
+    fl_ranks: int = 3
+    fl_rounds: int = 6
+    fl_timeout: float = 180.0
+    reflow_datasets: tuple[str, ...] = ("8gaussians",)
+
+
+def progress(msg: str) -> None:
+    print(f"[validate] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_suites(text: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for s in (x.strip() for x in text.split(",")):
+        if not s:
+            continue
+        if s not in SUITES:
+            raise UsageError(f"unknown suite {s!r}", hint=suggest(s, SUITES))
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise UsageError("no suite selected", hint="--suite " + ",".join(SUITES))
+    return tuple(out)
+
+
+def parse_inject(items: Sequence[str]) -> tuple[str, ...]:
+    for f in items:
+        if f not in FAULTS:
+            raise UsageError(f"unknown fault {f!r}", hint=suggest(f, FAULTS))
+    return tuple(items)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a Python with torch runs
+
+
+@dataclass(kw_only=True)
+class PyEnv:
+    """A Python with torch: a rootfs (chroot or QEMU) or a native interpreter on this host."""
+
+    name: str                      # "host" or a targets.toml arch
+    rootfs: Path | None            # None: native python on this machine
+    python: str = GUEST_PYTHON     # guest path of the interpreter
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def command(self, argv: Sequence[str], *, cpu: str | None,
+                env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+        full_env = {**self.extra_env, **env}
+        if self.rootfs is None:
+            base = {k: v for k, v in os.environ.items()
+                    if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+            return [self.python, *argv], {**base, **full_env}
+        from .emulate import guest_command
+
+        return guest_command(self.name, [self.python, *argv], cpu=cpu, rootfs=self.rootfs,
+                             env=full_env)
+
+    @contextlib.contextmanager
+    def workdir(self) -> Iterator[tuple[Path, str]]:
+        """(host path, guest path) of a fresh directory this Python can read and write."""
+        if self.rootfs is None:
+            d = Path(tempfile.mkdtemp(prefix="rvtorch-validate-"))
+            try:
+                yield d, str(d)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            return
+        from .emulate import guest_tmpdir
+
+        with guest_tmpdir(self.rootfs, self.name) as pair:
+            yield pair
+
+
+def host_env() -> PyEnv:
+    native = os.environ.get(HOST_PYTHON_ENV)
+    if native:
+        if not Path(native).exists():
+            raise UsageError(f"{HOST_PYTHON_ENV}={native} does not exist")
+        return PyEnv(name="host", rootfs=None, python=native)
+    from .rootfs import ensure_rootfs
+
+    progress("host reference: Debian amd64 python3-torch rootfs")
+    return PyEnv(name="host", rootfs=ensure_rootfs("host", with_torch=True))
+
+
+def package_dir() -> Path:
+    return Path(__file__).resolve().parent / "validate"
+
+
+def copy_package(dest: Path) -> Path:
+    """The target-side modules, as ``dest/rvtorch_validate`` (no C++ sources, no caches)."""
+    target = dest / PACKAGE
+    shutil.copytree(package_dir(), target,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "cpp"))
+    return target
+
+
+def package_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted(package_dir().glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one suite process
+
+
+@dataclass(kw_only=True)
+class SuiteRun:
+    """What came back from one suite process."""
+
+    suite: str
+    exit: int | None
+    wall_s: float
+    result: dict[str, Any] | None
+    stderr_tail: str = ""
+    problem: str = ""
+    cpu_s: float = 0.0  # CPU time of the suite's processes: a load-independent cost
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.result and self.result.get("ok")) and not self.problem
+
+    def to_json(self) -> dict[str, Any]:
+        return {"suite": self.suite, "exit": self.exit, "wall_s": round(self.wall_s, 2),
+                "cpu_s": round(self.cpu_s, 2),
+                "ok": self.ok, "problem": self.problem, "stderr_tail": self.stderr_tail,
+                "result": self.result}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def run_module(pyenv: PyEnv, guest_dir: str, host_dir: Path, suite: str, args: Sequence[str], *,
+               cpu: str | None, out_name: str, timeout: float,
+               env: Mapping[str, str] | None = None) -> SuiteRun:
+    """Run ``python -m rvtorch_validate.<suite> ... --out <out_name>`` and collect its result."""
+    argv = ["-m", f"{PACKAGE}.{suite}", *args, "--out", f"{guest_dir}/{out_name}"]
+    cmd, genv = pyenv.command(argv, cpu=cpu, env={"PYTHONPATH": guest_dir, **(env or {})})
+    t0 = time.monotonic()
+    cpu0 = _children_cpu()
+    problem = ""
+    try:
+        proc = subprocess.run(cmd, env=genv, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+        code: int | None = proc.returncode
+        stderr = proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        code = None
+        stderr = (exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes)
+                  else exc.stderr or "")
+        problem = f"{suite} did not finish within {timeout:.0f} s (killed)"
+    wall = time.monotonic() - t0
+    result = _read_json(host_dir / out_name)
+    if not problem and result is None:
+        problem = f"{suite} wrote no result (exit {code}): {_tail(stderr, 3)}"
+    run = SuiteRun(suite=suite, exit=code, wall_s=wall, result=result,
+                   stderr_tail=_tail(stderr), problem=problem, cpu_s=_children_cpu() - cpu0)
+    if result is not None:
+        result.setdefault("info", {})["openblas_verbose"] = openblas_verbose(stderr)
+    return run
+
+
+CORE_RE = re.compile(r"^Core: (\S+)", re.M)
+
+
+def openblas_verbose(stderr: str) -> str | None:
+    """The kernel OpenBLAS printed with OPENBLAS_VERBOSE=2 (``Core: riscv64_zvl128b``)."""
+    m = CORE_RE.search(stderr)
+    return m.group(1) if m else None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_fl(pyenv: PyEnv, guest_dir: str, host_dir: Path, role: str, opts: Options, *,
+           cpu: str | None, tag: str, faults: Sequence[str] = ()) -> SuiteRun:
+    """N rank processes started from here (one qemu each), watched until all end or one fails.
+
+    A rank that dies makes the launcher stop the others after a short grace period; a rank
+    that hangs makes its peers' collectives time out (``--timeout``), and the launcher's own
+    deadline ends whatever is left. Either way the report names the rank.
+    """
+    port = free_port()
+    world = opts.fl_ranks
+    procs: list[subprocess.Popen[str]] = []
+    logs = []
+    t0 = time.monotonic()
+    cpu0 = _children_cpu()
+    deadline = t0 + (FULL_TIMEOUT if opts.full else SUITE_TIMEOUT["fl"])
+    for rank in range(world):
+        argv = ["-m", f"{PACKAGE}.fl", "--role", role, "--data", f"{guest_dir}/data",
+                "--out", f"{guest_dir}/{tag}fl_rank{rank}.json", "--rank", str(rank),
+                "--world", str(world), "--port", str(port),
+                "--shards", f"{guest_dir}/data/digits.bin", "--rounds", str(opts.fl_rounds),
+                "--timeout", str(opts.fl_timeout)]
+        for f in faults:
+            argv += ["--fault", f]
+        cmd, genv = pyenv.command(argv, cpu=cpu, env={"PYTHONPATH": guest_dir,
+                                                      "TORCH_DISTRIBUTED_USE_LIBUV": "0",
+                                                      "GLOO_SOCKET_IFNAME": "lo"})
+        log = tempfile.TemporaryFile(mode="w+")
+        logs.append(log)
+        procs.append(subprocess.Popen(cmd, env=genv, stdout=log, stderr=subprocess.STDOUT,
+                                      text=True, start_new_session=True))
+    problems: list[str] = []
+    first_failure: float | None = None
+    grace = 15.0
+    while True:
+        codes = [p.poll() for p in procs]
+        if all(c is not None for c in codes):
+            break
+        now = time.monotonic()
+        bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
+        if bad and first_failure is None:
+            first_failure = now
+        if now > deadline or (first_failure is not None and now - first_failure > grace):
+            for p in procs:
+                if p.poll() is None:
+                    _kill(p)
+            break
+        time.sleep(0.5)
+    wall = time.monotonic() - t0
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=10)
+    ranks: list[dict[str, Any]] = []
+    for rank, (p, log) in enumerate(zip(procs, logs, strict=True)):
+        log.seek(0)
+        text = log.read()
+        log.close()
+        res = _read_json(host_dir / f"{tag}fl_rank{rank}.json")
+        code = p.returncode
+        state = "ok"
+        if code is not None and code < 0:
+            state = f"killed by signal {-code}"
+        elif code not in (0, None):
+            state = f"exit {code}"
+        if res is None:
+            state += ", no result"
+        elif not res.get("ok"):
+            failed = [c["name"] for c in res.get("checks", []) if not c["ok"]]
+            state += f", failed {','.join(failed)}"
+        if state != "ok":
+            problems.append(f"rank {rank}: {state}")
+        ranks.append({"rank": rank, "exit": code, "state": state, "result": res,
+                      "log_tail": _tail(text)})
+    if wall >= (deadline - t0):
+        problems.insert(0, f"FL did not finish within {deadline - t0:.0f} s")
+    main: dict[str, Any] | None = ranks[0]["result"]
+    problem = "; ".join(problems)
+    run = SuiteRun(suite="fl", exit=procs[0].returncode, wall_s=wall, result=main,
+                   stderr_tail=str(ranks[0]["log_tail"]), problem=problem,
+                   cpu_s=_children_cpu() - cpu0)
+    if main is not None:
+        main.setdefault("info", {})["ranks"] = [
+            {k: v for k, v in r.items() if k != "result"} for r in ranks]
+    return run
+
+
+def _kill(p: subprocess.Popen[str]) -> None:
+    # Each rank runs in its own session: kill its whole group (qemu or chroot + python).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, 9)
+
+
+# ---------------------------------------------------------------------------------------------
+# References (host role), cached by content hash
+
+
+def reference_key(opts: Options, host: PyEnv) -> str:
+    h = hashlib.sha256()
+    h.update(package_hash().encode())
+    h.update(json.dumps({"ranks": opts.fl_ranks, "rounds": opts.fl_rounds,
+                         "datasets": opts.reflow_datasets, "host": str(host.rootfs or host.python),
+                         "manifest": _manifest_torch(host.rootfs)}).encode())
+    return h.hexdigest()[:16]
+
+
+def _manifest_torch(rootfs: Path | None) -> str | None:
+    if rootfs is None:
+        return None
+    data = _read_json(rootfs.with_name(rootfs.name + ".json"))
+    return None if data is None else str(data.get("torch"))
+
+
+def ensure_references(opts: Options, host: PyEnv) -> Path:
+    """The reference directory for these options (made once, atomically, then reused)."""
+    root = cache_dir() / "validation"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"refs-{reference_key(opts, host)}"
+    if (final / "done.json").exists():
+        progress(f"references: reusing {final}")
+        return final
+    from .digits import ensure_shards
+
+    shards = ensure_shards(opts.fl_ranks, seed=0, alpha=0.5)
+    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=root))
+    try:
+        with host.workdir() as (hdir, gdir):
+            copy_package(hdir)
+            (hdir / "data").mkdir()
+            shutil.copy2(shards, hdir / "data" / "digits.bin")
+            timings: dict[str, float] = {}
+            results: dict[str, Any] = {}
+            steps: list[tuple[str, Sequence[str], float]] = [
+                ("smoke", ["--role", "host", "--data", f"{gdir}/data"], SUITE_TIMEOUT["smoke"]),
+                ("reflow", ["--role", "host", "--data", f"{gdir}/data", "--threads", "2",
+                            "--datasets", ",".join(opts.reflow_datasets)], 3600.0),
+            ]
+            for suite, args, limit in steps:
+                progress(f"references: {suite} on the x86 reference")
+                run = run_module(host, gdir, hdir, suite, args, cpu=None,
+                                 out_name=f"{suite}_host.json", timeout=limit)
+                if not run.ok:
+                    raise ValidationError(f"the x86 reference failed its own {suite} suite: "
+                                          f"{run.problem or _failed(run.result)}",
+                                          hint="see the log above; the host torch is broken")
+                results[suite] = run.result
+                timings[suite] = run.wall_s
+            progress("references: fl on the x86 reference")
+            run = run_fl(host, gdir, hdir, "host", opts, cpu=None, tag="host_")
+            if not run.ok:
+                raise ValidationError(f"the x86 reference failed its own fl suite: "
+                                      f"{run.problem or _failed(run.result)}")
+            results["fl"] = run.result
+            timings["fl"] = run.wall_s
+            shutil.copytree(hdir / "data", tmp / "data")
+        (tmp / "host_results.json").write_text(json.dumps(results))
+        (tmp / "done.json").write_text(json.dumps({"timings": timings,
+                                                   "created": time.time()}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _failed(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "no result"
+    return ", ".join(c["name"] for c in result.get("checks", []) if not c["ok"]) or "?"
+
+
+# ---------------------------------------------------------------------------------------------
+# Target environment
+
+
+@contextlib.contextmanager
+def target_env(opts: Options) -> Iterator[tuple[PyEnv, dict[str, Any]]]:
+    """Debian's torch in the target rootfs, or the wheel in a fresh venv inside it."""
+    from .rootfs import ensure_rootfs
+
+    progress(f"{opts.arch}: target rootfs with Debian's python3-torch")
+    rootfs = ensure_rootfs(opts.arch, with_torch=True)
+    info: dict[str, Any] = {"rootfs": str(rootfs), "rootfs_torch": _manifest_torch(rootfs)}
+    if opts.wheel is None:
+        info["torch_source"] = "rootfs"
+        yield PyEnv(name=opts.arch, rootfs=rootfs), info
+        return
+    info["torch_source"] = "wheel"
+    info["wheel"] = opts.wheel.name
+    with PyEnv(name=opts.arch, rootfs=rootfs).workdir() as (hdir, gdir):
+        venv_guest = f"{gdir}/venv"
+        progress(f"{opts.arch}: venv with {opts.wheel.name}")
+        env = PyEnv(name=opts.arch, rootfs=rootfs)
+        cmd, genv = env.command(["-m", "venv", "--system-site-packages", "--without-pip",
+                                 venv_guest], cpu=None, env={})
+        from .proc import run as run_proc
+
+        run_proc(cmd, env=genv, error=UsageError, what="creating the venv in the target rootfs")
+        install_wheel(opts.wheel, hdir / "venv", venv_guest)
+        info["venv"] = venv_guest
+        yield PyEnv(name=opts.arch, rootfs=rootfs, python=f"{venv_guest}/bin/python3"), info
+
+
+def install_wheel(wheel: Path, venv_host: Path, venv_guest: str) -> None:
+    """Install ``wheel`` into the venv from the host with pypa's ``installer`` (no deps).
+
+    Same result as ``pip install --no-deps`` in the guest, without running pip under QEMU and
+    without needing pip in the rootfs.
+    """
+    try:
+        from installer import install
+        from installer.destinations import SchemeDictionaryDestination
+        from installer.sources import WheelFile
+    except ImportError as exc:
+        raise UsageError("installing a wheel needs the 'installer' package",
+                         hint="pip install installer") from exc
+    libs = sorted((venv_host / "lib").glob("python3*/site-packages"))
+    if not libs:
+        raise UsageError(f"no site-packages in the new venv {venv_host}")
+    site = str(libs[0])
+    scheme = {"purelib": site, "platlib": site, "headers": str(venv_host / "include"),
+              "scripts": str(venv_host / "bin"), "data": str(venv_host)}
+    dest = SchemeDictionaryDestination(scheme, interpreter=f"{venv_guest}/bin/python3",
+                                       script_kind="posix")
+    try:
+        with WheelFile.open(wheel) as source:
+            install(source=source, destination=dest, additional_metadata={})
+    except Exception as exc:  # installer raises several types for a broken wheel
+        raise UsageError(f"cannot install {wheel.name}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run
+
+
+def cpu_models(arch: str, names: Sequence[str]) -> list[CpuModel]:
+    t = matrix().target(arch)
+    return [t.cpu_model(n) for n in names] if names else list(t.cpu)
+
+
+def expected_version(info: dict[str, Any], wheel: Path | None) -> str:
+    if wheel is not None:
+        parts = wheel.name.split("-")
+        return parts[1].split("+")[0] if len(parts) > 1 else ""
+    return str(info.get("rootfs_torch") or "").split("+")[0]
+
+
+def target_args(suite: str, opts: Options, model: CpuModel | None, gdir: str,
+                info: dict[str, Any], venv: str | None) -> list[str]:
+    args = ["--role", "target", "--data", f"{gdir}/data"]
+    if suite == "smoke":
+        args.append("--require-distributed")
+        if model is not None:
+            args += ["--expect-blas-core", model.openblas_core]
+        ver = expected_version(info, opts.wheel)
+        if ver:
+            args += ["--expect-version", ver]
+        if venv:
+            args += ["--expect-torch-prefix", venv]
+    if suite == "reflow":
+        args += ["--datasets", ",".join(opts.reflow_datasets)]
+        if opts.full:
+            args.append("--full")
+    return args
+
+
+def apply_injections(opts: Options, data: Path) -> None:
+    """Break the references on purpose (``--inject``): the target run must then fail."""
+    if "wrong-golden" in opts.inject:
+        path = data / "smoke_golden.json"
+        golden = json.loads(path.read_text())
+        out = golden["ops"]["matmul_f32"]["output"]["data"]
+        out[0] = out[0] + 0.5
+        path.write_text(json.dumps(golden))
+    if "wrong-weights" in opts.inject:
+        for name in opts.reflow_datasets:
+            shutil.copy2(data / f"reflow_{name}_teacher.pt", data / f"reflow_{name}_student.pt")
+
+
+def validate(opts: Options) -> dict[str, Any]:
+    """Run everything; returns the report dict (also written to ``opts.report``)."""
+    t_start = time.monotonic()
+    models = cpu_models(opts.arch, opts.cpus)
+    host = host_env()
+    refs = ensure_references(opts, host)
+    host_results = _read_json(refs / "host_results.json") or {}
+    host_timings = (_read_json(refs / "done.json") or {}).get("timings", {})
+    report: dict[str, Any] = {
+        "arch": opts.arch, "suites": list(opts.suites), "full": opts.full,
+        "inject": list(opts.inject), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                               time.gmtime()),
+        "host": {"python": host.python, "rootfs": str(host.rootfs) if host.rootfs else None,
+                 "torch": _manifest_torch(host.rootfs), "results": host_results,
+                 "timings_s": host_timings},
+        "runs": [],
+    }
+    with target_env(opts) as (tenv, info):
+        report["target"] = info
+        report["qemu"] = _qemu_info(opts.arch, tenv.rootfs)
+        for model in models:
+            report["runs"].append(run_model(opts, tenv, info, model, refs))
+        report["vector_scan"] = vector_scan(opts.arch, tenv, report["runs"], opts.full)
+    report["wall_s"] = round(time.monotonic() - t_start, 1)
+    summarise(report)
+    from .report import write_report
+
+    write_report(report, opts.report)
+    return report
+
+
+def run_model(opts: Options, tenv: PyEnv, info: dict[str, Any], model: CpuModel | None,
+              refs: Path) -> dict[str, Any]:
+    """Every selected suite in ``tenv`` on one CPU model (``None``: natively, the x86 host)."""
+    label = model.name if model else "x86-native"
+    entry: dict[str, Any] = {"cpu": label, "qemu_cpu": model.qemu_cpu if model else None,
+                             "vector": model.vector if model else None,
+                             "expected_blas_core": model.openblas_core if model else None,
+                             "suites": {}}
+    venv = info.get("venv")
+    cpu = model.name if model else None
+    with tenv.workdir() as (hdir, gdir):
+        copy_package(hdir)
+        shutil.copytree(refs / "data", hdir / "data")
+        apply_injections(opts, hdir / "data")
+        for suite in opts.suites:
+            progress(f"{opts.arch} {label}: {suite} ...")
+            if suite == "fl":
+                faults = []
+                if "kill-rank" in opts.inject:
+                    faults.append("kill@1:1")
+                if "hang-rank" in opts.inject:
+                    faults.append("hang@2:1")
+                run = run_fl(tenv, gdir, hdir, "target", opts, cpu=cpu, tag="", faults=faults)
+            else:
+                limit = FULL_TIMEOUT if opts.full else SUITE_TIMEOUT[suite]
+                run = run_module(tenv, gdir, hdir, suite,
+                                 target_args(suite, opts, model, gdir, info, venv),
+                                 cpu=cpu, out_name=f"{suite}.json", timeout=limit,
+                                 env={"OPENBLAS_VERBOSE": "2"} if suite == "smoke" else None)
+            verdict = "ok" if run.ok else "FAIL " + (run.problem or _failed(run.result))
+            progress(f"{opts.arch} {label}: {suite} {verdict} ({run.wall_s:.1f} s, "
+                     f"CPU {run.cpu_s:.1f} s)")
+            entry["suites"][suite] = run.to_json()
+    return entry
+
+
+def _qemu_info(arch: str, rootfs: Path | None) -> dict[str, Any]:
+    from .emulate import mode_for, qemu_binary, qemu_version, resolve
+
+    t = resolve(arch)
+    if t is None:
+        return {}
+    binary = qemu_binary(t)
+    return {"binary": binary, "version": qemu_version(binary), "mode": mode_for(arch, rootfs)}
+
+
+def summarise(report: dict[str, Any]) -> None:
+    failures: list[str] = []
+    total = 0
+    for run in report["runs"]:
+        for suite, s in run["suites"].items():
+            where = f"{report['arch']}/{run['cpu']}/{suite}"
+            if s["problem"]:
+                failures.append(f"{where}: {s['problem']}")
+            for c in (s.get("result") or {}).get("checks", []):
+                total += 1
+                if not c["ok"]:
+                    failures.append(f"{where}: {c['name']}" + (f" ({c['detail']})"
+                                                              if c["detail"] else ""))
+            if not s["result"] and not s["problem"]:
+                failures.append(f"{where}: no result")
+    report["checks_total"] = total
+    report["failures"] = failures
+    report["ok"] = not failures and total > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Vector instructions in the binaries
+
+
+SVE_OPERAND = re.compile(r"\bz\d+\.[bhsdq]\b|\bp\d+/[mz]\b")
+
+
+def vector_scan(arch: str, tenv: PyEnv, runs: list[dict[str, Any]], full: bool) -> dict[str, Any]:
+    """Count vector instructions (RVV on riscv64, SVE on aarch64) in the libraries torch loaded.
+
+    The BLAS library (and SLEEF) is where vector kernels live in Debian's build; libtorch_cpu
+    is scanned only with --full (objdump over ~190 MB takes minutes).
+    """
+    t = matrix().target(arch)
+    objdump = shutil.which(f"{t.triple}-objdump")
+    if objdump is None:
+        return {"skipped": f"{t.triple}-objdump not found (apt-get install binutils-{t.triple})"}
+    libs: list[str] = []
+    for run in runs:
+        smoke = run["suites"].get("smoke", {}).get("result") or {}
+        for path in (smoke.get("info", {}).get("mapped_libraries") or []):
+            base = os.path.basename(path)
+            wanted = any(k in base for k in ("blas", "sleef", "lapack"))
+            if (wanted or (full and "torch_cpu" in base)) and path not in libs:
+                libs.append(path)
+    out: dict[str, Any] = {"objdump": objdump, "libraries": {}}
+    for guest_path in libs:
+        host_path = _host_path(tenv, guest_path)
+        if host_path is None:
+            continue
+        progress(f"{arch}: counting vector instructions in {os.path.basename(guest_path)}")
+        out["libraries"][guest_path] = count_vector(objdump, host_path, arch)
+    out["any_vector"] = any(v.get("vector", 0) > 0 for v in out["libraries"].values())
+    return out
+
+
+def _host_path(tenv: PyEnv, path: str) -> Path | None:
+    p = Path(path)
+    if tenv.rootfs is None or str(p).startswith(str(tenv.rootfs)):
+        return p if p.exists() else None
+    from .emulate import resolve_in_rootfs
+
+    hp = resolve_in_rootfs(tenv.rootfs, path)
+    return hp if hp.exists() else None
+
+
+def count_vector(objdump: str, lib: Path, arch: str) -> dict[str, Any]:
+    if arch == "riscv64":
+        from .rvv_count import count
+
+        return count(str(lib), objdump)
+    proc = subprocess.Popen([objdump, "-d", "--no-show-raw-insn", str(lib)],
+                            stdout=subprocess.PIPE, text=True, errors="replace")
+    assert proc.stdout is not None
+    total = vector = 0
+    for line in proc.stdout:
+        if ":\t" not in line:
+            continue
+        total += 1
+        vector += bool(SVE_OPERAND.search(line))
+    proc.wait()
+    return {"instructions": total, "vector": vector, "kind": "SVE"}
