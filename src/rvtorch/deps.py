@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ class DepSpec:
     version: str
     options: dict[str, str] = field(default_factory=dict)
     confs: dict[str, str] = field(default_factory=dict)
+    # Commands run in the container before `conan create` (e.g. installing a -dev package).
+    setup: tuple[tuple[str, ...], ...] = ()
 
     @property
     def ref(self) -> str:
@@ -81,7 +83,8 @@ def cpu_models_conf(t: Target) -> str:
 
 def openblas_spec(t: Target, *, version: str = OPENBLAS_VERSION, dynamic_list: Sequence[str] |
                   None = None, static_target: str | None = None,
-                  build_lapack: bool = False) -> DepSpec:
+                  build_lapack: bool = False, extra_options: Mapping[str, str] | None = None
+                  ) -> DepSpec:
     """OpenBLAS as the torch build wants it: DYNAMIC_ARCH over targets.toml's kernel sets.
 
     ``static_target`` builds one kernel set instead (cheaper; used by the CI's armv8 check).
@@ -93,6 +96,7 @@ def openblas_spec(t: Target, *, version: str = OPENBLAS_VERSION, dynamic_list: S
     else:
         options.update(dynamic_arch="True",
                        dynamic_list=" ".join(dynamic_list or t.openblas_targets))
+    options.update(extra_options or {})
     return DepSpec(name="openblas", version=version, options=options,
                    confs={"user.rvtorch:cpu_models": cpu_models_conf(t)})
 
@@ -104,10 +108,20 @@ def spec_for(name: str, t: Target, **kw: Any) -> DepSpec:
         return DepSpec(name="fastflow", version=FASTFLOW_VERSION)
     if name == "libtorch":
         wheel = kw.get("torch_wheel")
-        if not wheel:
-            raise UsageError("libtorch needs --torch-wheel PATH (a wheel built by rvtorch build)")
-        return DepSpec(name="libtorch", version=LIBTORCH_VERSION,
-                       confs={"user.libtorch:wheel": str(Path(wheel).resolve())})
+        if wheel:
+            return DepSpec(name="libtorch", version=LIBTORCH_VERSION,
+                           confs={"user.libtorch:wheel": str(Path(wheel).resolve())})
+        if kw.get("torch_from") == "debian":
+            # Debian's libtorch-dev for the target, installed into the (throw-away) container's
+            # multiarch sysroot, packaged from there.
+            pkg = f"libtorch-dev:{t.debian_arch}"
+            return DepSpec(name="libtorch", version=LIBTORCH_VERSION,
+                           options={"origin": "debian"}, confs={"user.libtorch:sysroot": "/"},
+                           setup=(("apt-get", "update", "-qq"),
+                                  ("apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                                   pkg)))
+        raise UsageError("libtorch needs --torch-wheel PATH (a wheel built by `rvtorch build`) "
+                         "or --torch-from debian")
     from .targets import suggest
 
     raise UsageError(f"unknown dependency {name!r}", hint=suggest(name, DEPS))
@@ -147,8 +161,7 @@ def _publish(staged: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-def _write_metadata(arch: str, specs: Sequence[DepSpec]) -> dict[str, Any]:
-    root = deps_dir(arch)
+def _write_metadata(root: Path, specs: Sequence[DepSpec]) -> dict[str, Any]:
     meta_path = root / "deps.json"
     meta: dict[str, Any] = {}
     if meta_path.is_file():
@@ -172,11 +185,13 @@ def _write_metadata(arch: str, specs: Sequence[DepSpec]) -> dict[str, Any]:
 
 
 def build(arch: str, *, only: Sequence[str] | None = None, test: bool = True, deploy: bool = True,
-          debian_mirror: str | None = None, source_mirror: Path | None = None,
-          engine_name: str | None = None, **spec_kw: Any) -> dict[str, Any]:
+          deploy_root: Path | None = None, debian_mirror: str | None = None,
+          source_mirror: Path | None = None, engine_name: str | None = None,
+          **spec_kw: Any) -> dict[str, Any]:
     """Create ``arch``'s packages in the toolchain image and deploy them; returns deps.json.
 
     ``deploy=False`` only creates (and tests) the packages: the deployed prefixes stay as they are.
+    ``deploy_root`` replaces ``deps_dir(arch)`` (tests deploy variants there).
     """
     from .engine import detect_engine
     from .image import ensure_image
@@ -189,15 +204,19 @@ def build(arch: str, *, only: Sequence[str] | None = None, test: bool = True, de
                          source_mirror=source_mirror)
     engine = detect_engine(engine_name)
     image = ensure_image(arch, engine=engine)
-    root = deps_dir(arch)
+    root = (deploy_root or deps_dir(arch)).resolve()
     root.mkdir(parents=True, exist_ok=True)
     shared = {str(repo_root()): str(repo_root()), str(cache_dir()): str(cache_dir())}
+    if not root.is_relative_to(cache_dir().resolve()):
+        shared[str(root)] = str(root)
     for spec in specs:
-        if spec.name == "libtorch":
+        if "user.libtorch:wheel" in spec.confs:
             wheel = Path(spec.confs["user.libtorch:wheel"])
             shared[str(wheel.parent)] = str(wheel.parent)
     with engine.container(image, mounts=shared, env={"CONAN_HOME": str(home)}) as ctr:
         for spec in specs:
+            for cmd in spec.setup:
+                ctr.call(list(cmd), env={"DEBIAN_FRONTEND": "noninteractive"})
             # nice: two cores are shared with the rest of the machine (house rules).
             ctr.call(["nice", "-n", "10", *conan_create_argv(spec, t, test=test)])
             if not deploy:
@@ -208,4 +227,4 @@ def build(arch: str, *, only: Sequence[str] | None = None, test: bool = True, de
                 if not staged.is_dir():
                     raise BuildError(f"conan deploy of {spec.ref} left no {staged}")
                 _publish(staged, root / spec.name)
-    return _write_metadata(arch, specs) if deploy else {}
+    return _write_metadata(root, specs) if deploy else {}

@@ -28,6 +28,10 @@ BASELINE_TARGET = {
     "x86_64": "GENERIC",
 }
 TARGET_NAME = re.compile(r"^[A-Z0-9_]+$")
+# options.precisions letter -> OpenBLAS make variable
+PRECISIONS = "sdcz"
+PRECISION_VARS = {"s": "BUILD_SINGLE", "d": "BUILD_DOUBLE", "c": "BUILD_COMPLEX",
+                  "z": "BUILD_COMPLEX16"}
 
 
 def fetch_pinned(conanfile, data, what):
@@ -77,6 +81,7 @@ class OpenBLASConan(ConanFile):
         "threading": ["pthread", "openmp", "none"],
         "num_threads": ["ANY"],
         "build_lapack": [True, False],
+        "precisions": ["ANY"],
     }
     default_options = {
         "shared": True,
@@ -87,6 +92,7 @@ class OpenBLASConan(ConanFile):
         "threading": "pthread",
         "num_threads": "64",
         "build_lapack": False,
+        "precisions": "sdcz",
     }
     options_description = {
         "shared": "Build libopenblas.so (True) or libopenblas.a (False)",
@@ -99,6 +105,8 @@ class OpenBLASConan(ConanFile):
         "num_threads": "Largest thread count the library supports (NUM_THREADS)",
         "build_lapack": "Build LAPACK from OpenBLAS's C translation (C_LAPACK=1, no Fortran "
         "compiler needed); needs the upstream tarball, Debian's +ds repack has no lapack-netlib",
+        "precisions": "Letters of the types to build: s (float), d (double), c (complex), "
+        "z (double complex); e.g. sd halves the build (BUILD_SINGLE/BUILD_DOUBLE/...)",
     }
 
     def config_options(self):
@@ -148,6 +156,11 @@ class OpenBLASConan(ConanFile):
                 raise ConanInvalidConfiguration(
                     f"openblas: {name!r} is not an OpenBLAS TARGET name (upper case, e.g. ARMV8)"
                 )
+        precisions = str(self.options.precisions)
+        if not precisions or set(precisions) - set(PRECISIONS):
+            raise ConanInvalidConfiguration(
+                f"openblas: precisions={precisions!r}: use letters of {PRECISIONS!r} (e.g. sd)"
+            )
         if self.options.dynamic_list and not self.options.dynamic_arch:
             raise ConanInvalidConfiguration("openblas: dynamic_list needs dynamic_arch=True")
         if cross_building(self) and not self._target:
@@ -234,6 +247,9 @@ class OpenBLASConan(ConanFile):
             v["NO_STATIC"] = "1"
         else:
             v["NO_SHARED"] = "1"
+        if set(str(opts.precisions)) != set(PRECISIONS):
+            for letter in str(opts.precisions):
+                v[PRECISION_VARS[letter]] = "1"
         if self.settings.build_type == "Debug":
             v["DEBUG"] = "1"
         # BUILD_HFLOAT16 stays off: it disables the ZVL kernels on cores without Zfh/Zvfh.

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .. import conan, deps
 from ..errors import UsageError
@@ -52,10 +53,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     common_sources(b)
     b.add_argument("--openblas-target", metavar="TARGET",
                    help="build one OpenBLAS kernel set (no DYNAMIC_ARCH), e.g. ARMV8")
+    b.add_argument("--openblas-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other openblas recipe option, e.g. threading=openmp or "
+                   "precisions=sd (repeatable; see docs/recipes.md)")
     b.add_argument("--build-lapack", action="store_true",
                    help="OpenBLAS with its C LAPACK (needs an upstream, non-+ds version)")
     b.add_argument("--torch-wheel", type=Path, metavar="WHL",
                    help="torch wheel whose C++ side the libtorch recipe packages")
+    b.add_argument("--torch-from", choices=("debian",),
+                   help="libtorch from Debian's libtorch-dev for the target instead of a wheel")
     b.add_argument("--no-test", action="store_true", help="skip the test_package runs")
     b.add_argument("--engine", help="container engine (default: detect; $RVTORCH_ENGINE)")
     b.set_defaults(func=run_build)
@@ -88,12 +94,18 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def run_build(args: argparse.Namespace) -> int:
     t = target(args.arch)
-    kw: dict[str, object] = {}
+    kw: dict[str, Any] = {}
     if not args.only or "openblas" in args.only:
+        extra = {}
+        for item in args.openblas_option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"--openblas-option {item!r}: expected KEY=VALUE")
+            extra[key] = value
         kw.update(version=args.openblas_version, static_target=args.openblas_target,
-                  build_lapack=args.build_lapack)
+                  build_lapack=args.build_lapack, extra_options=extra)
     if args.only and "libtorch" in args.only:
-        kw["torch_wheel"] = args.torch_wheel
+        kw.update(torch_wheel=args.torch_wheel, torch_from=args.torch_from)
     meta = deps.build(t.arch, only=args.only, test=not args.no_test,
                       debian_mirror=args.debian_mirror, source_mirror=args.source_mirror,
                       engine_name=args.engine, **kw)

@@ -1,0 +1,71 @@
+"""``rvtorch bench gemm``: sgemm/dgemm GFLOPS of our OpenBLAS against Debian's BLAS builds.
+
+  rvtorch bench gemm [--arch riscv64]            under QEMU, every CPU model of targets.toml
+  rvtorch bench gemm --native --lib NAME=PATH... on a board (no QEMU), same target script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .. import gemm_bench
+from ..errors import UsageError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="benchmarks (GEMM: OpenBLAS kernels vs reference BLAS)")
+    bsub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    bsub.required = True
+    g = bsub.add_parser("gemm", help="sgemm/dgemm GFLOPS, results checked against numpy")
+    g.add_argument("--arch", default="riscv64", help="target arch under QEMU (default riscv64)")
+    g.add_argument("--sizes", default=",".join(map(str, gemm_bench.SIZES)),
+                   help="comma-separated square sizes")
+    g.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement")
+    g.add_argument("--ours", type=Path, metavar="LIB",
+                   help="our libopenblas.so.0 (default: what `rvtorch deps build` deployed)")
+    g.add_argument("--no-rvv-count", action="store_true",
+                   help="skip counting vector instructions (needs the toolchain image)")
+    g.add_argument("--native", action="store_true",
+                   help="run on this machine (a board) instead of under QEMU")
+    g.add_argument("--lib", action="append", default=[], metavar="NAME=PATH",
+                   help="with --native: a BLAS library to measure (repeatable)")
+    g.add_argument("--objdump", help="with --native: objdump to count RVV instructions with")
+    g.add_argument("--output", type=Path, help="results file (default: "
+                   "benchmarks/results/gemm.json in a checkout, else the cache)")
+    g.set_defaults(func=run_gemm)
+
+
+def run_gemm(args: argparse.Namespace) -> int:
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s]
+    except ValueError as exc:
+        raise UsageError(f"--sizes {args.sizes!r}: comma-separated integers expected") from exc
+    if args.native:
+        libs = {}
+        for item in args.lib:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise UsageError(f"--lib {item!r}: expected NAME=PATH")
+            if not Path(path).exists():
+                raise UsageError(f"--lib {name}: {path} does not exist")
+            libs[name] = Path(path)
+        if not libs:
+            raise UsageError("--native needs at least one --lib NAME=PATH",
+                             hint="e.g. --lib ours=.../libopenblas.so.0 "
+                             "--lib debian-reference=/usr/lib/riscv64-linux-gnu/blas/libblas.so.3")
+        report = gemm_bench.run_native(libs=libs, sizes=sizes, min_time=args.min_time,
+                                       objdump=args.objdump)
+    else:
+        report = gemm_bench.run_emulated(args.arch, sizes=sizes, min_time=args.min_time,
+                                         ours=args.ours, count_rvv=not args.no_rvv_count)
+    out = args.output
+    if out is None:
+        checkout = gemm_bench.results_path()
+        out = checkout if checkout.parent.is_dir() else gemm_bench.default_cache_results()
+    gemm_bench.write_report(report, out)
+    print(json.dumps(report["summary"], indent=1))
+    print(f"results: {out}")
+    gemm_bench.check(report)
+    return 0

@@ -1,0 +1,88 @@
+"""Recipes built for real: cross-compiled in the toolchain image, test_package run under QEMU.
+
+Cost (2 cores, cold Conan cache): OpenBLAS riscv64 DYNAMIC_ARCH (3 kernel sets) from Debian's
++ds source, plus OpenBLAS ARMV8 (one kernel set) — see docs/recipes.md for measured times. The
+toolchain images come from `rvtorch.image.ensure_image` (built once, reused).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from rvtorch import conan, deps
+from rvtorch.targets import matrix, target
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def _kernel_lines(text: str) -> dict[str, tuple[str, str]]:
+    """``cpu NAME: kernel CORE (expected EXPECTED)`` lines the openblas test_package prints."""
+    found = {}
+    for m in re.finditer(r"cpu (\S+): kernel (\S+) \(expected (\S+)\)", text):
+        found[m.group(1)] = (m.group(2), m.group(3))
+    return found
+
+
+def test_debian_source_fetched_and_pinned() -> None:
+    r = run_cli("deps", "fetch", "--only", "openblas")
+    assert r.returncode == 0, r.stderr[-2000:]
+    src = conan.source_of("openblas", deps.OPENBLAS_VERSION)
+    from rvtorch.sources import sha256_file
+
+    assert sha256_file(conan.cached_source(src)) == src.sha256
+
+
+def test_openblas_riscv64_dynamic_arch_under_qemu(tmp_path: Path,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    """All three kernel sets built; each CPU model of targets.toml gets its own under QEMU.
+
+    precisions=sd (sgemm/dgemm, no complex) halves the CI build; kernel selection and the
+    Makefile/deploy path are the same as for the full library `rvtorch deps build` makes.
+    """
+    t = target("riscv64")
+    meta = deps.build("riscv64", only=["openblas"], deploy_root=tmp_path,
+                      extra_options={"precisions": "sd"})
+    out = capfd.readouterr()
+    text = out.out + out.err
+    kernels = _kernel_lines(text)
+    assert set(kernels) == set(t.cpu_names), text[-4000:]
+    for c in t.cpu:
+        got, expected = kernels[c.name]
+        assert expected == c.openblas_core
+        assert got.lower() == c.openblas_core.lower()
+    prefix = tmp_path / "openblas"
+    assert meta["openblas"]["prefix"] == str(prefix)
+    assert (prefix / "include" / "cblas.h").is_file()  # FindOpenBLAS looks right there
+    assert (prefix / "lib" / "libopenblas.so.0").exists()
+    env = (tmp_path / "deps.env").read_text()
+    assert f"OpenBLAS_HOME={prefix}" in env and "BLAS=OpenBLAS" in env
+
+
+def test_openblas_armv8_builds_and_runs(capfd: pytest.CaptureFixture[str]) -> None:
+    """Cheap ARM check: one kernel set (TARGET=ARMV8, real types), run on every aarch64 model."""
+    t = target("aarch64")
+    deps.build("aarch64", only=["openblas"], deploy=False, static_target="ARMV8",
+               extra_options={"precisions": "sd"})
+    out = capfd.readouterr()
+    kernels = _kernel_lines(out.out + out.err)
+    assert set(kernels) == set(t.cpu_names)
+    assert all(got.lower() == "armv8" for got, _ in kernels.values()), kernels
+
+
+@pytest.mark.parametrize("arch", [t.arch for t in matrix().targets])
+def test_fastflow_create_where_its_source_is(arch: str) -> None:
+    src = conan.source_of("fastflow", deps.FASTFLOW_VERSION)
+    if not conan.have_source(src) and not conan.reachable(src.url):
+        pytest.skip(conan.missing_source_message(src) + " (GitHub is not reachable here; "
+                    "FastFlow is in neither Debian nor PyPI)")
+    deps.build(arch, only=["fastflow"], deploy=False)
+
+
+@pytest.mark.slow
+def test_libtorch_from_debian_sysroot() -> None:
+    """libtorch packaged from Debian's libtorch-dev:riscv64; test_package matmul under QEMU."""
+    deps.build("riscv64", only=["libtorch"], deploy=False, torch_from="debian")
