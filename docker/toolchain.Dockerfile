@@ -2,7 +2,7 @@
 # toolchains/targets.toml (`rvtorch image build --arch A` passes the target's values as build
 # arguments; nothing here names an arch). Stages:
 #   base   apt configured for lean, retrying installs
-#   tools  everything that does not depend on the target: cmake, ninja, ccache, qemu-user-static,
+#   tools  everything that does not depend on the target: cmake, ninja, ccache, qemu-user (static),
 #          Python 3.13 + a venv with crossenv/build/conan (hash-pinned). Shared by every target's
 #          image: built once, reused from the layer cache.
 #   cross  the target's gcc-14 cross compiler, its multiarch sysroot (dpkg --add-architecture +
@@ -22,8 +22,13 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 LC_ALL=C.UTF-8
 COPY certs/ /usr/local/share/ca-certificates/
 # No recommends keeps the image (and the CI's cold build) small; retries ride out mirror hiccups.
 # A given mirror replaces whatever the base image was bootstrapped or pulled with.
+# Documentation, man pages and translations are not installed (copyright files are kept).
 RUN printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\nAcquire::Retries "5";\nAcquire::Languages "none";\n' \
       > /etc/apt/apt.conf.d/90rvtorch \
+ && printf '%s\n' 'path-exclude=/usr/share/doc/*' 'path-include=/usr/share/doc/*/copyright' \
+      'path-exclude=/usr/share/man/*' 'path-exclude=/usr/share/info/*' \
+      'path-exclude=/usr/share/locale/*' 'path-exclude=/usr/share/lintian/*' \
+      > /etc/dpkg/dpkg.cfg.d/90rvtorch-nodoc \
  && if [ -n "${DEBIAN_MIRROR}" ]; then \
       rm -f /etc/apt/sources.list.d/debian.sources; \
       printf 'deb %s trixie main\n' "${DEBIAN_MIRROR}" > /etc/apt/sources.list; \
@@ -31,16 +36,25 @@ RUN printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\nAc
 
 FROM base AS tools
 SHELL ["/bin/bash", "-Eeuo", "pipefail", "-c"]
+# The QEMU user emulators of all targets (targets.toml qemu_binary: "qemu-<arch>-static ...");
+# trixie's qemu-user(-static) carries static emulators for ~30 architectures (465 MB): keep ours.
+ARG QEMU_BINARIES
 # Native g++ is for host-side generators of cross builds (SLEEF, protoc plugins); protobuf-compiler
 # must be the build machine's protoc matching the target's libprotobuf-dev version.
 # Versions are not pinned (DL3008): a trixie point release drops the old ones from the archive;
 # /opt/rvtorch/packages.txt records what an image got.
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN test -n "${QEMU_BINARIES}" \
+ && { echo 'path-exclude=/usr/bin/qemu-*'; \
+      for q in ${QEMU_BINARIES}; do \
+        echo "path-include=/usr/bin/${q}"; echo "path-include=/usr/bin/${q%-static}"; \
+      done; } > /etc/dpkg/dpkg.cfg.d/90rvtorch-qemu \
+ && apt-get update \
  && apt-get install -y --no-install-recommends \
       ca-certificates cmake ninja-build ccache git patch make file pkgconf xz-utils zstd \
       g++ qemu-user-static patchelf protobuf-compiler \
       python3.13 python3.13-venv python3.13-dev \
+ && for q in ${QEMU_BINARIES}; do "${q}" --version; done \
  && rm -rf /var/lib/apt/lists/*
 COPY docker/toolchain-requirements.txt /opt/rvtorch/toolchain-requirements.txt
 RUN python3.13 -m venv /opt/rvtorch/venv \
@@ -79,6 +93,8 @@ RUN test -n "${TARGET_ARCH}" && test -n "${CROSS_TRIPLE}" && test -n "${DEBIAN_A
  && rm -rf /var/lib/apt/lists/* /tmp/sysroot-packages
 COPY toolchains/${CROSS_TRIPLE}.cmake /opt/rvtorch/toolchains/${CROSS_TRIPLE}.cmake
 COPY toolchains/conan/ /opt/rvtorch/toolchains/conan/
+# The image's self-test travels with it: `rvtorch image test` of any image runs its own version.
+COPY docker/selftest/ /opt/rvtorch/selftest/
 # The cross environment every build in this image inherits (dockcross style). QEMU_LD_PREFIX=/
 # works because the multiarch libc6:<arch> puts the target's dynamic loader at its ABI path
 # (/lib/ld-linux-*.so.1 through the merged /usr) and its libraries in /usr/lib/<triple>.

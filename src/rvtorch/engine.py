@@ -368,12 +368,12 @@ class Buildah(Engine):
     def image_labels(self, ref: str) -> dict[str, str]:
         import json
 
-        r = _quiet([self.path, "inspect", "--type", "image", "--format",
-                    "{{json .ImageAnnotations}}|{{json .OCIv1.Config.Labels}}", ref])
+        # buildah's --format templates have no `json` function (1.28): parse the whole record.
+        r = _quiet([self.path, "inspect", "--type", "image", ref])
         if r.returncode != 0:
             return {}
-        labels = r.stdout.strip().split("|", 1)[-1]
-        return dict(json.loads(labels) or {}) if labels and labels != "null" else {}
+        config = json.loads(r.stdout).get("OCIv1", {}).get("config", {})
+        return dict(config.get("Labels") or {})
 
     def import_tarball(self, tarball: Path, ref: str) -> None:
         # buildah has no `import`: add the tarball (auto-extracted) to an empty container.

@@ -42,6 +42,8 @@ DOCKERFILE = "docker/toolchain.Dockerfile"
 REQUIREMENTS = "docker/toolchain-requirements.txt"
 SYSROOT_PACKAGES = "toolchains/sysroot-packages.txt"
 SELFTEST_DIR = "docker/selftest"
+# Where the image carries its self-test sources (COPY in the Dockerfile).
+IMAGE_SELFTEST_DIR = "/opt/rvtorch/selftest"
 FINAL_STAGE = "cross"
 # Bumped when the way inputs are hashed changes (forces new tags).
 HASH_SCHEMA = "1"
@@ -83,9 +85,12 @@ def context_files(t: Target, *, root: Path | None = None,
 
 
 def build_args(t: Target, m: Matrix | None = None) -> dict[str, str]:
-    """The Dockerfile's ARGs of the ``cross`` stage, from the target's row."""
+    """The Dockerfile's ARGs from targets.toml: the target's row (``cross`` stage) and what every
+    image shares (``tools`` stage)."""
     m = m or matrix()
     return {
+        # Same for every target (the tools stage is shared): the emulators of all targets.
+        "QEMU_BINARIES": " ".join(sorted({x.qemu_binary for x in m.targets})),
         "TARGET_ARCH": t.arch,
         "CROSS_TRIPLE": t.triple,
         "DEBIAN_ARCH": t.debian_arch,
@@ -311,8 +316,13 @@ def build_image(
     base_id = engine.image_id(base) or base
     extra = {"DEBIAN_MIRROR": mirror} if mirror else {}
     refs = ImageRefs(arch, content_hash(t, base_id=base_id, extra_args=extra, m=m))
-    with _lock(f"image-{arch}"):
-        if not force and not no_cache and engine.image_exists(refs.good):
+    reuse = not force and not no_cache
+    if reuse and engine.image_exists(refs.good):
+        return refs.good
+    # One build at a time on this machine (whatever the arch): a second target then finds the
+    # shared base/tools layers in the cache instead of building them in parallel.
+    with _lock("image-build"):
+        if reuse and engine.image_exists(refs.good):
             return refs.good
         _clean_stale(f"context-{arch}-")
         ctx = Path(tempfile.mkdtemp(prefix=f"context-{arch}-", dir=_work_dir()))
@@ -387,12 +397,11 @@ def self_test(ref: str, arch: str, *, engine: Engine | None = None) -> list[Self
     first mismatch."""
     t = matrix().target(arch)
     engine = engine or detect_engine()
-    src = repo_root() / SELFTEST_DIR
     results: list[SelfTestResult] = []
     work = Path(tempfile.mkdtemp(prefix=f"selftest-{arch}-", dir=_work_dir()))
     try:
-        with engine.container(ref, mounts={str(src): "/src", str(work): "/build"}) as ctr:
-            ctr.call(["cmake", "-G", "Ninja", "-S", "/src", "-B", "/build",
+        with engine.container(ref, mounts={str(work): "/build"}) as ctr:
+            ctr.call(["cmake", "-G", "Ninja", "-S", IMAGE_SELFTEST_DIR, "-B", "/build",
                       "-DCMAKE_BUILD_TYPE=Release"])
             ctr.call(["cmake", "--build", "/build"])
             # ctest runs the program through CMAKE_CROSSCOMPILING_EMULATOR (toolchain file).
