@@ -38,7 +38,7 @@ from typing import Any
 from . import conan, deps
 from .errors import BuildError, SourceError, UsageError, ValidationError
 from .paths import cache_dir, repo_root
-from .targets import Target, matrix, suggest, target
+from .targets import matrix, suggest, target
 
 TREE = Path("src/rvtorch/validate/cpp/fastflow_fl")
 PINS = TREE / "libtorch-debian.toml"
@@ -98,20 +98,50 @@ def libtorch_pins() -> tuple[str, str, list[PinnedDeb]]:
     return lt["version"], lt["pool"], debs
 
 
-def libtorch_debs(t: Target) -> list[PinnedDeb]:
+HOST = "host"  # the x86 reference: native build, run in the amd64 rootfs with python3-torch
+_HOST_TRIPLES = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Platform:
+    """Where a program is built for: a targets.toml arch (cross) or the native ``host``."""
+
+    arch: str
+    debian_arch: str
+    triple: str
+
+    @property
+    def toolchain_file(self) -> str | None:
+        """The image's CMake toolchain file; ``None`` for a native build."""
+        return None if self.arch == HOST else f"/opt/rvtorch/toolchains/{self.triple}.cmake"
+
+
+def platform_of(arch: str) -> Platform:
+    if arch == HOST:
+        from .rootfs import host_debian_arch
+
+        deb = host_debian_arch()
+        if deb not in _HOST_TRIPLES:
+            raise UsageError(f"no native libtorch build for a {deb} host")
+        return Platform(arch=HOST, debian_arch=deb, triple=_HOST_TRIPLES[deb])
+    t = target(arch)
+    return Platform(arch=arch, debian_arch=t.debian_arch, triple=t.triple)
+
+
+def libtorch_debs(debian_arch: str) -> list[PinnedDeb]:
     version, _, debs = libtorch_pins()
-    mine = [d for d in debs if d.arch == t.debian_arch]
+    mine = [d for d in debs if d.arch == debian_arch]
     if len(mine) != 2:
         raise UsageError(
-            f"{PINS}: no libtorch-dev + libtorch2.6 pins for {t.debian_arch}",
+            f"{PINS}: no libtorch-dev + libtorch2.6 pins for {debian_arch}",
             hint="add both .debs of Debian's pytorch " + version,
         )
     return mine
 
 
-def libtorch_root(t: Target) -> Path:
+def libtorch_root(debian_arch: str) -> Path:
     version, _, _ = libtorch_pins()
-    return cache_dir() / "fastflow-fl" / "libtorch" / f"{t.debian_arch}-{version}"
+    return cache_dir() / "fastflow-fl" / "libtorch" / f"{debian_arch}-{version}"
 
 
 def ensure_libtorch(arch: str, *, mirror: str | None = None) -> Path:
@@ -124,8 +154,8 @@ def ensure_libtorch(arch: str, *, mirror: str | None = None) -> Path:
     from .sources import download
     from .torchspec import PinnedFile
 
-    t = target(arch)
-    final = libtorch_root(t)
+    plat = platform_of(arch)
+    final = libtorch_root(plat.debian_arch)
     if (final / ".complete").is_file():
         return final
     dpkg_deb = shutil.which("dpkg-deb")
@@ -136,7 +166,7 @@ def ensure_libtorch(arch: str, *, mirror: str | None = None) -> Path:
     debs_dir.mkdir(parents=True, exist_ok=True)
     base = debian_mirror(mirror, suite=matrix().project.suite)
     files = []
-    for d in libtorch_debs(t):
+    for d in libtorch_debs(plat.debian_arch):
         pin = PinnedFile(name=d.name, sha256=d.sha256, size=d.size)
         files.append(download(f"{base}/{pool}/{d.name}", debs_dir / d.name, pin))
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +175,7 @@ def ensure_libtorch(arch: str, *, mirror: str | None = None) -> Path:
         for f in files:
             subprocess.run([dpkg_deb, "-x", str(f), str(tmp)], check=True)
         (tmp / ".complete").write_text("".join(f"{d.name} {d.sha256}\n"
-                                               for d in libtorch_debs(t)))
+                                               for d in libtorch_debs(plat.debian_arch)))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -192,18 +222,21 @@ def _find_binaries(root: Path, names: Sequence[str]) -> dict[str, Path]:
 
 
 def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
-                   mirror: str | None = None) -> dict[str, Path]:
+                   mirror: str | None = None, image: str | None = None) -> dict[str, Path]:
     """Cross-build the programs for ``arch`` in the toolchain image; {program: binary}.
 
     ``fastflow=False`` builds only ``fl_core_test`` (plain CMake, no Conan, no FastFlow).
     ``fastflow=True`` needs FastFlow's source (:func:`fastflow_missing`) and builds all three
     through Conan. The result is cached by a hash of the sources, arch and pins; a rerun reuses
-    it, a failed build leaves nothing behind.
+    it, a failed build leaves nothing behind. ``image`` names a toolchain image to use instead
+    of :func:`rvtorch.image.ensure_image`'s (e.g. one built from another checkout).
     """
     from .engine import detect_engine
     from .image import ensure_image
 
-    t = target(arch)
+    plat = platform_of(arch)
+    if fastflow and arch == HOST:
+        raise UsageError("the FastFlow programs are built for the targets only (no host variant)")
     variant = "fastflow" if fastflow else "core"
     final = build_dir(arch, variant)
     names = _programs(variant)
@@ -216,7 +249,8 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
             raise SourceError(reason)
     lt = ensure_libtorch(arch, mirror=mirror)
     engine = detect_engine(engine_name)
-    image = ensure_image(arch, engine=engine)
+    # A native build uses any toolchain image: each carries the build machine's own g++.
+    image = image or ensure_image(matrix().arches[0] if arch == HOST else arch, engine=engine)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
     ccache = cache_dir() / "ccache"
@@ -227,7 +261,7 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
         with engine.container(image, mounts=mounts, env=env) as ctr:
             if fastflow:
                 home = conan.setup_home()
-                host, build = deps.profiles(t)
+                host, build = deps.profiles(target(arch))
                 ctr.call(["nice", "-n", "10", "conan", "build", str(tree_dir()),
                           "-pr:h", str(host), "-pr:b", str(build), "--build=missing",
                           "-o", "libtorch/*:origin=debian",
@@ -237,9 +271,17 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
                           f"--output-folder={tmp}"],
                          env={"CONAN_HOME": str(home)})
             else:
-                ctr.call(["cmake", "-G", "Ninja", "-S", str(tree_dir()), "-B", str(tmp),
-                          "-DFL_FASTFLOW=OFF", "-DCMAKE_BUILD_TYPE=Release",
-                          f"-DCMAKE_TOOLCHAIN_FILE=/opt/rvtorch/toolchains/{t.triple}.cmake",
+                # The image exports the cross setup (CMAKE_TOOLCHAIN_FILE, CC, CXX, ...) for
+                # every build: a native build must drop it, not just override the compilers.
+                native = ["env", "-u", "CMAKE_TOOLCHAIN_FILE", "-u", "CC", "-u", "CXX",
+                          "-u", "PKG_CONFIG", "-u", "QEMU_LD_PREFIX"]
+                # Cross: Debian's TorchConfig.cmake (the image has the target's protobuf);
+                # native: the plain prefix (no amd64 protobuf development files in the image).
+                toolchain = ([f"-DCMAKE_TOOLCHAIN_FILE={plat.toolchain_file}"]
+                             if plat.toolchain_file else [f"-DFL_TORCH_PREFIX={lt}/usr"])
+                ctr.call([*([] if plat.toolchain_file else native), "cmake", "-G", "Ninja",
+                          "-S", str(tree_dir()), "-B", str(tmp),
+                          "-DFL_FASTFLOW=OFF", "-DCMAKE_BUILD_TYPE=Release", *toolchain,
                           f"-DCMAKE_PREFIX_PATH={lt}/usr",
                           f"-DCMAKE_EXE_LINKER_FLAGS={LINK_FLAGS}"])
                 ctr.call(["nice", "-n", "10", "cmake", "--build", str(tmp)])
@@ -468,6 +510,61 @@ def check_result(result: Mapping[str, Any], *, min_accuracy: float = 0.9) -> lis
         if r.get("start_equal") is False or r.get("models_equal") is False:
             problems.append(f"round {r.get('round')}: workers held different models")
     return problems
+
+
+SUITE = "fastflow-fl"
+
+
+def _check(name: str, ok: bool, value: Any = None, expected: Any = None,
+           detail: str = "") -> dict[str, Any]:
+    return {"name": name, "ok": bool(ok), "value": value, "expected": expected, "tol": None,
+            "detail": detail}
+
+
+def suite_result(arch: str, *, cpu: str | None = None, workers: int = 4,
+                 rounds: int = DEFAULT_ROUNDS) -> dict[str, Any]:
+    """``rvtorch validate --suite fastflow-fl`` on one CPU model, in the validation report's
+    suite format (``{"suite", "role", "ok", "checks", "figures", "info", "timings"}``).
+
+    The libtorch core test always runs; both FastFlow schemes run when FastFlow's source is
+    available. Without it ``info.skipped`` carries the one-line reason and only the core checks
+    count (never a result from a stand-in).
+    """
+    checks: list[dict[str, Any]] = []
+    figures: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    core = run_core_test(arch, cpu=cpu, rounds=rounds)
+    timings["core_s"] = round(core["wall_seconds"], 2)
+    for c in core["checks"]:
+        checks.append(_check(f"core:{c['check']}", c["ok"], c.get("value"), c.get("bound"),
+                             c.get("detail", "")))
+    if core["summary"] is None:
+        checks.append(_check("core:crash", False, detail=core["stderr_tail"][-300:]))
+    figures["core_accuracy"] = [r["accuracy"] for r in core["rounds"]]
+    info: dict[str, Any] = {"arch": arch, "cpu": cpu, "workers": workers, "rounds": rounds}
+    skipped = fastflow_missing()
+    if skipped:
+        info["skipped"] = skipped
+    else:
+        for scheme in SCHEMES:
+            try:
+                res = run_fastflow_fl(arch, cpu=cpu, workers=workers, rounds=rounds,
+                                      scheme=scheme)
+            except ValidationError as exc:
+                checks.append(_check(f"{scheme}:run", False, detail=exc.one_line()))
+                continue
+            problems = check_result(res)
+            s = res["summary"]
+            checks.append(_check(f"{scheme}:final_accuracy", s["final_accuracy"] >= 0.9,
+                                 s["final_accuracy"], ">= 0.9"))
+            checks.append(_check(f"{scheme}:models_equal", bool(s["models_equal"]),
+                                 s["final_hashes"], "all equal"))
+            checks.append(_check(f"{scheme}:all_checks", not problems, detail="; ".join(problems)))
+            figures[scheme] = {"accuracy": s["accuracies"],
+                               "round_s": [r["round_seconds"] for r in res["rounds"]]}
+            timings[f"{scheme}_s"] = round(res["wall_seconds"], 2)
+    return {"suite": SUITE, "role": "target", "ok": bool(checks) and all(c["ok"] for c in checks),
+            "checks": checks, "figures": figures, "info": info, "timings": timings}
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin debugging aid

@@ -27,8 +27,19 @@ def fastflow_source() -> None:
         pytest.skip(reason)
 
 
-def test_core_riscv64() -> None:
-    res = fastflow_fl.run_core_test("riscv64", rounds=ROUNDS)
+CORE_ARCHES = ("riscv64", fastflow_fl.HOST)
+# Per-round accuracy, riscv64 vs the x86 reference: same seeds and shards, different BLAS kernels.
+PARITY_TOL = 0.03
+
+
+@pytest.fixture(scope="module")
+def core_runs() -> dict[str, dict[str, object]]:
+    return {arch: fastflow_fl.run_core_test(arch, rounds=ROUNDS) for arch in CORE_ARCHES}
+
+
+@pytest.mark.parametrize("arch", CORE_ARCHES)
+def test_core(arch: str, core_runs: dict[str, dict]) -> None:
+    res = core_runs[arch]
     assert res["summary"] is not None, res["stderr_tail"]
     failed = [c for c in res["checks"] if not c["ok"]]
     assert not failed, failed
@@ -36,7 +47,14 @@ def test_core_riscv64() -> None:
     assert res["summary"]["torch_version"].startswith("2.6.0")
     accs = [r["accuracy"] for r in res["rounds"]]
     assert len(accs) == ROUNDS and accs[-1] >= 0.9 and accs[-1] > accs[0]
-    print(f"fl_core_test riscv64: {res['wall_seconds']:.1f} s, accuracy {accs}")
+    print(f"fl_core_test {arch}: {res['wall_seconds']:.1f} s, accuracy {accs}")
+
+
+def test_core_target_matches_x86(core_runs: dict[str, dict]) -> None:
+    rv, x86 = (core_runs[a] for a in CORE_ARCHES)
+    diffs = [abs(a["accuracy"] - b["accuracy"])
+             for a, b in zip(rv["rounds"], x86["rounds"], strict=True)]
+    assert max(diffs) <= PARITY_TOL, (rv["rounds"], x86["rounds"])
 
 
 @pytest.mark.parametrize("scheme", sorted(fastflow_fl.SCHEMES))

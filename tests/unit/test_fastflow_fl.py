@@ -108,11 +108,21 @@ def test_libtorch_pins_cover_every_target() -> None:
     version, pool, _ = fastflow_fl.libtorch_pins()
     assert version.startswith(deps.LIBTORCH_VERSION + "+")
     assert pool.startswith("pool/main/")
-    for t in matrix().targets:
-        mine = fastflow_fl.libtorch_debs(t)
+    for deb_arch in [t.debian_arch for t in matrix().targets] + ["amd64"]:  # + x86 reference
+        mine = fastflow_fl.libtorch_debs(deb_arch)
         assert {d.name.split("_")[0] for d in mine} == {"libtorch-dev", "libtorch2.6"}
-        assert all(d.name.endswith(f"_{t.debian_arch}.deb") and len(d.sha256) == 64
-                   for d in mine)
+        assert all(d.name.endswith(f"_{deb_arch}.deb") and len(d.sha256) == 64 for d in mine)
+    with pytest.raises(UsageError, match="no libtorch-dev"):
+        fastflow_fl.libtorch_debs("mips64el")
+
+
+def test_platforms() -> None:
+    rv = fastflow_fl.platform_of("riscv64")
+    assert rv.toolchain_file == "/opt/rvtorch/toolchains/riscv64-linux-gnu.cmake"
+    host = fastflow_fl.platform_of(fastflow_fl.HOST)
+    assert host.toolchain_file is None and host.debian_arch == "amd64"
+    with pytest.raises(UsageError, match="targets only"):
+        fastflow_fl.build_programs(fastflow_fl.HOST, fastflow=True)
 
 
 def test_fastflow_missing_names_file_sha256_and_remedy(tmp_path: Path,
