@@ -78,7 +78,7 @@ def fastflow_missing(*, probe: bool = True) -> str | None:
     return (
         f"FastFlow source {src.filename} (sha256 {src.sha256}, {src.url}) is not available: "
         f"put it at {conan.cached_source(src)} (Conan download cache, s/<sha256>) or run "
-        f"`rvtorch deps build --arch ARCH --only fastflow --source-mirror DIR` with the file in DIR"
+        f"`rvtorch deps fetch --only fastflow --source-mirror DIR` with the file in DIR"
     )
 
 
