@@ -567,6 +567,24 @@ def suite_result(arch: str, *, cpu: str | None = None, workers: int = 4,
             "checks": checks, "figures": figures, "info": info, "timings": timings}
 
 
+def suite_run(arch: str, *, cpu: str | None = None) -> Any:
+    """:func:`suite_result` wrapped as ``rvtorch.validation.SuiteRun`` (``--suite fastflow-fl``).
+
+    A build or run error becomes the run's ``problem`` (a failed suite in the report), never an
+    exception that would end the other suites."""
+    from .errors import RvtorchError
+    from .validation import SuiteRun
+
+    t0 = time.monotonic()
+    try:
+        result: dict[str, Any] | None = suite_result(arch, cpu=cpu)
+        problem = ""
+    except RvtorchError as exc:
+        result, problem = None, exc.one_line()
+    return SuiteRun(suite=SUITE, exit=0 if result is not None else None,
+                    wall_s=time.monotonic() - t0, result=result, problem=problem)
+
+
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin debugging aid
     """``python -m rvtorch.fastflow_fl ARCH [scheme] [workers]``: run and print the result."""
     args = list(argv if argv is not None else sys.argv[1:])

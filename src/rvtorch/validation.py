@@ -45,6 +45,9 @@ from .paths import cache_dir
 from .targets import CpuModel, matrix, suggest
 
 SUITES = ("smoke", "reflow", "fl")
+# On request only (--suite fastflow-fl): the C++ FL programs on FastFlow + libtorch
+# (rvtorch.fastflow_fl, docs/fastflow.md).
+OPTIONAL_SUITES = ("fastflow-fl",)
 PACKAGE = "rvtorch_validate"  # name of the copied package inside the guest
 HOST_PYTHON_ENV = "RVTORCH_VALIDATE_HOST_PYTHON"
 # Faults the checks must catch (tests and `--inject`): each one must end in exit 5.
@@ -81,8 +84,8 @@ def parse_suites(text: str) -> tuple[str, ...]:
     for s in (x.strip() for x in text.split(",")):
         if not s:
             continue
-        if s not in SUITES:
-            raise UsageError(f"unknown suite {s!r}", hint=suggest(s, SUITES))
+        if s not in SUITES + OPTIONAL_SUITES:
+            raise UsageError(f"unknown suite {s!r}", hint=suggest(s, SUITES + OPTIONAL_SUITES))
         if s not in out:
             out.append(s)
     if not out:
@@ -584,7 +587,11 @@ def run_model(opts: Options, tenv: PyEnv, info: dict[str, Any], model: CpuModel 
         apply_injections(opts, hdir / "data")
         for suite in opts.suites:
             progress(f"{opts.arch} {label}: {suite} ...")
-            if suite == "fl":
+            if suite == "fastflow-fl":
+                from .fastflow_fl import suite_run
+
+                run = suite_run(opts.arch, cpu=cpu)
+            elif suite == "fl":
                 faults = []
                 if "kill-rank" in opts.inject:
                     faults.append("kill@1:1")

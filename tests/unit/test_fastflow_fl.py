@@ -200,3 +200,21 @@ def test_programs_never_include_a_fastflow_substitute() -> None:
     for prog in fastflow_fl.SCHEMES.values():
         assert "#include <ff/ff.hpp>" in (TREE / f"{prog}.cpp").read_text()
     assert target("riscv64").triple == "riscv64-linux-gnu"
+
+
+def test_validate_accepts_the_suite_on_request() -> None:
+    from rvtorch import validation
+
+    assert validation.parse_suites("smoke,fastflow-fl") == ("smoke", "fastflow-fl")
+    assert "fastflow-fl" not in validation.SUITES  # not part of the default run
+
+
+def test_suite_run_turns_errors_into_a_failed_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rvtorch.errors import SourceError
+
+    def boom(arch: str, *, cpu: str | None = None) -> dict[str, object]:
+        raise SourceError("libtorch-dev_2.6.0+dfsg-7_riscv64.deb: sha256 mismatch")
+
+    monkeypatch.setattr(fastflow_fl, "suite_result", boom)
+    run = fastflow_fl.suite_run("riscv64", cpu="rv64")
+    assert not run.ok and "sha256 mismatch" in run.problem and run.result is None
