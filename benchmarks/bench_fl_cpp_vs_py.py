@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             py = fastflow_fl.run_python_fl(args.arch, cpu=cpu, workers=w, rounds=args.rounds)
         except RvtorchError as exc:
+            print(f"python scheme, {w} workers: {exc.one_line()}", file=sys.stderr, flush=True)
             for scheme in fastflow_fl.SCHEMES:
                 rows.append({"impl": "python-gloo", "scheme": scheme, "workers": w,
                              "error": exc.one_line()})
