@@ -92,6 +92,8 @@ class ElfInfo:
     needed: tuple[str, ...] = ()
     rpath: tuple[str, ...] = ()
     runpath: tuple[str, ...] = ()
+    # (library, symbol version) pairs from .gnu.version_r, e.g. ("libc.so.6", "GLIBC_2.38")
+    versions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -193,6 +195,9 @@ def _elf_info(member: str, fh: IO[bytes]) -> ElfInfo:
             elif tag.entry.d_tag == "DT_RUNPATH":
                 runpath += [p for p in tag.runpath.split(":") if p]  # type: ignore[attr-defined]
         info.needed, info.rpath, info.runpath = tuple(needed), tuple(rpath), tuple(runpath)
+    from auditwheel.elfutils import elf_find_versioned_symbols
+
+    info.versions = tuple(elf_find_versioned_symbols(elf))
     return info
 
 
@@ -211,15 +216,15 @@ def is_unwanted(member: str, info: ElfInfo | None) -> str | None:
     return None
 
 
-def _policy_whitelist(t: Target) -> frozenset[str]:
-    """Libraries a board's glibc system provides under the target's manylinux policy."""
+def manylinux_policy(t: Target) -> Any:
+    """auditwheel's policy for the target's ``wheel_platform`` (whitelist, symbol versions)."""
     from auditwheel.architecture import Architecture
     from auditwheel.libc import Libc
     from auditwheel.policy import WheelPolicies
 
     policies = WheelPolicies(libc=Libc.GLIBC, arch=Architecture(wheel_arch_suffix(t)))
     try:
-        return policies.get_policy_by_name(t.wheel_platform).whitelist
+        return policies.get_policy_by_name(t.wheel_platform)
     except LookupError as exc:  # pragma: no cover - targets.toml names an unknown policy
         raise UsageError(f"auditwheel has no policy {t.wheel_platform}") from exc
 
@@ -352,7 +357,9 @@ def _check_members(zf: zipfile.ZipFile, names: list[str], t: Target,
     soabi = expected_soabi(t)
     markers = [m.encode() for m in (*DEFAULT_BUILD_PATH_MARKERS, *build_paths,
                                     str(cache_dir(create=False)) + "/") if m]
-    whitelist = _policy_whitelist(t)
+    policy = manylinux_policy(t)
+    whitelist: frozenset[str] = policy.whitelist
+    allowed_versions: dict[str, frozenset[str]] = dict(policy.symbol_versions)
     members = {n for n in names if not n.endswith("/")}
     elves: dict[str, ElfInfo] = {}
     extensions: list[str] = []
@@ -395,6 +402,13 @@ def _check_members(zf: zipfile.ZipFile, names: list[str], t: Target,
         for entry in (*info.rpath, *info.runpath):
             if why := _rpath_ok(info.member, entry):
                 report.fail("rpath", info.member, why)
+        too_new = sorted({v for lib, v in info.versions
+                          if v.partition("_")[0] in allowed_versions and lib not in provided
+                          and v.partition("_")[2] not in allowed_versions[v.partition("_")[0]]})
+        if too_new:
+            report.fail("symbols", info.member,
+                        f"needs {', '.join(too_new)}, newer than {t.wheel_platform} allows "
+                        "(a board with the policy's glibc would fail to load it)")
         for lib in info.needed:
             if lib not in provided and lib not in whitelist and not _is_loader(lib):
                 report.fail("needed", info.member,

@@ -7,6 +7,7 @@ functions run on a really cross-compiled _C in test_wheel_cross.py.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -160,3 +161,16 @@ def test_other_targets_elves_are_caught(tmp_path: Path) -> None:
                        version=f"2.6.0+{a.arch}", tag=f"cp313-cp313-linux_{wheel_arch_suffix(a)}")
     machine = [f for f in check_wheel(wheel, a.arch).findings if f.check == "machine"]
     assert machine and b.elf_machine in machine[0].message
+
+
+def test_symbol_versions_newer_than_the_policy_are_caught(crossenv_wheel, tmp_path: Path) -> None:
+    """libzstd1 1.5.7 needs glibc >= 2.34: fine for manylinux_2_39, too new for 2_31."""
+    t, wheel, libdir = crossenv_wheel
+    need_strip(t)
+    good = repair_wheel(wheel, t, tmp_path / "dist", lib_path=[libdir])
+    assert "symbols" not in {f.check for f in check_wheel(good, t).findings}
+    older = dataclasses.replace(t, wheel_platform=f"manylinux_2_31_{wheel_arch_suffix(t)}")
+    findings = [f for f in check_wheel(good, older).findings if f.check == "symbols"]
+    assert findings and all("GLIBC_2.3" in f.message for f in findings)
+    with pytest.raises(BuildError, match="symbol versions"):
+        repair_wheel(wheel, older, tmp_path / "old", lib_path=[libdir])
