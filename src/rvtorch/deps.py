@@ -114,12 +114,21 @@ def spec_for(name: str, t: Target, **kw: Any) -> DepSpec:
         if kw.get("torch_from") == "debian":
             # Debian's libtorch-dev for the target, installed into the (throw-away) container's
             # multiarch sysroot, packaged from there.
-            pkg = f"libtorch-dev:{t.debian_arch}"
+            # libtorch-dev:<arch> depends on python3:<arch>, which would replace the image's
+            # python (and conan with it, FACTS.md): install the runtime libraries with apt and
+            # only unpack the -dev package's headers and CMake files.
+            a = t.debian_arch
+            unpack_dev = (f"cd /tmp && apt-get download -qq libtorch-dev:{a} && "
+                          "dpkg-deb -x libtorch-dev_*.deb / && rm libtorch-dev_*.deb")
+            no_python = (f"! dpkg-query -W python3:{a} >/dev/null 2>&1 || "
+                         f"{{ echo 'python3:{a} got installed' >&2; exit 1; }}")
             return DepSpec(name="libtorch", version=LIBTORCH_VERSION,
                            options={"origin": "debian"}, confs={"user.libtorch:sysroot": "/"},
                            setup=(("apt-get", "update", "-qq"),
                                   ("apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                                   pkg)))
+                                   f"libtorch2.6:{a}"),
+                                  ("sh", "-c", unpack_dev),
+                                  ("sh", "-c", no_python)))
         raise UsageError("libtorch needs --torch-wheel PATH (a wheel built by `rvtorch build`) "
                          "or --torch-from debian")
     from .targets import suggest

@@ -143,6 +143,7 @@ def test_unknown_option_value_is_clear(home: dict[str, str], tmp_path: Path) -> 
     (("-o", "openblas/*:dynamic_list=riscv64_zvl128b"), "is not an OpenBLAS TARGET name"),
     (("-s", "compiler.version=12"), "need GCC >= 14"),
     (("-o", "openblas/*:precisions=sx"), "precisions='sx'"),
+    (("-o", "openblas/*:precisions=sd"), "dynamic_arch needs every precision"),
 ])
 def test_invalid_configurations_explain(home: dict[str, str], tmp_path: Path,
                                         opts: tuple[str, ...], message: str) -> None:

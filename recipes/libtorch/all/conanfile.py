@@ -32,10 +32,10 @@ MULTIARCH = {
 LIBS = ["torch", "torch_cpu", "c10"]
 
 
-def _digest_tree(root):
-    """Content digest of the files a consumer uses (libraries and the version file)."""
+def _digest_tree(root, patterns=("lib/*.so*", "version.py", "share/cmake/Torch/*.cmake")):
+    """Digest (names, sizes, mtimes) of the files a consumer uses: cheap on 300 MB of libs."""
     h = hashlib.sha256()
-    for pattern in ("lib/*.so*", "version.py", "share/cmake/Torch/*.cmake"):
+    for pattern in patterns:
         for path in sorted(glob.glob(os.path.join(root, pattern))):
             st = os.stat(path)
             h.update(f"{os.path.relpath(path, root)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
@@ -61,11 +61,12 @@ class LibtorchConan(ConanFile):
     upload_policy = "skip"
     build_policy = "missing"
 
-    def _input(self):
+    def _input(self, origin=None):
+        origin = origin if origin is not None else self.options.origin
         wheel = self.conf.get("user.libtorch:wheel", default=None)
         torch_dir = self.conf.get("user.libtorch:torch_dir", default=None)
         sysroot = self.conf.get("user.libtorch:sysroot", default=None)
-        if self.options.origin == "debian":
+        if origin == "debian":
             if not sysroot:
                 raise ConanInvalidConfiguration(
                     "libtorch: origin=debian needs -c user.libtorch:sysroot=PATH "
@@ -91,7 +92,7 @@ class LibtorchConan(ConanFile):
 
     def package_id(self):
         # The same settings with another wheel must be another package.
-        kind, path = self._input()
+        kind, path = self._input(self.info.options.origin)
         if kind == "wheel":
             h = hashlib.sha256()
             with open(path, "rb") as fh:
@@ -101,8 +102,9 @@ class LibtorchConan(ConanFile):
         elif kind == "torch_dir":
             digest = _digest_tree(path)
         else:
-            triple = MULTIARCH.get(str(self.settings.arch), "")
-            digest = _digest_tree(os.path.join(path, "usr", "lib", triple))
+            triple = MULTIARCH.get(str(self.info.settings.arch), "")
+            digest = _digest_tree(os.path.join(path, "usr", "lib", triple),
+                                  ("libtorch*.so*", "libc10*.so*"))
         self.info.options.input_digest = digest
 
     def build(self):
@@ -143,12 +145,13 @@ class LibtorchConan(ConanFile):
         inc = os.path.join(sysroot, "usr", "include")
         for sub in ("ATen", "c10", "caffe2", "torch"):
             copy(self, "*", os.path.join(inc, sub), os.path.join(dst, "include", sub))
+        # Debian's layout is kept (lib/<triple>, its CMake files in lib/<triple>/cmake): the
+        # CMake target files find the libraries relative to their own location.
         for pattern in ("libtorch*.so*", "libc10*.so*", "libshm*.so*"):
-            copy(self, pattern, libdir, os.path.join(dst, "lib"))
-        share_cmake = os.path.join(sysroot, "usr", "share", "cmake")
-        for cmake_dir in (os.path.join(libdir, "cmake"), share_cmake):
-            copy(self, "Torch/*", cmake_dir, os.path.join(dst, "share", "cmake"))
-            copy(self, "Caffe2/*", cmake_dir, os.path.join(dst, "share", "cmake"))
+            copy(self, pattern, libdir, os.path.join(dst, "lib", triple))
+        for pkg in ("Torch", "Caffe2"):
+            copy(self, f"{pkg}/*", os.path.join(libdir, "cmake"),
+                 os.path.join(dst, "lib", triple, "cmake"))
 
     def package_info(self):
         self.cpp_info.set_property("cmake_file_name", "libtorch")
@@ -156,8 +159,17 @@ class LibtorchConan(ConanFile):
         api = os.path.join("include", "torch", "csrc", "api", "include")
         self.cpp_info.includedirs = ["include", api]
         self.cpp_info.libs = LIBS
+        triple = MULTIARCH.get(str(self.settings.arch), "")
+        debian_libdir = os.path.join("lib", triple)
+        if triple and os.path.isdir(os.path.join(self.package_folder, debian_libdir)):
+            self.cpp_info.libdirs = [debian_libdir]
+            cmake_dirs = [os.path.join(debian_libdir, "cmake")]
+        else:
+            cmake_dirs = [os.path.join("share", "cmake")]
         self.cpp_info.system_libs = ["pthread", "m", "dl"]
         self.cpp_info.defines = ["_GLIBCXX_USE_CXX11_ABI=1"]
         # find_package(Torch) finds torch's own TorchConfig.cmake through CMAKE_PREFIX_PATH.
-        self.cpp_info.builddirs = [os.path.join("share", "cmake")]
-        self.runenv_info.prepend_path("LD_LIBRARY_PATH", os.path.join(self.package_folder, "lib"))
+        self.cpp_info.builddirs = cmake_dirs
+        for libdir in self.cpp_info.libdirs:
+            self.runenv_info.prepend_path("LD_LIBRARY_PATH",
+                                          os.path.join(self.package_folder, libdir))

@@ -161,6 +161,11 @@ class OpenBLASConan(ConanFile):
             raise ConanInvalidConfiguration(
                 f"openblas: precisions={precisions!r}: use letters of {PRECISIONS!r} (e.g. sd)"
             )
+        if self.options.dynamic_arch and set(precisions) != set(PRECISIONS):
+            # 0.3.34's DYNAMIC_ARCH setparam code uses the complex blocking parameters.
+            raise ConanInvalidConfiguration(
+                "openblas: dynamic_arch needs every precision (precisions=sdcz)"
+            )
         if self.options.dynamic_list and not self.options.dynamic_arch:
             raise ConanInvalidConfiguration("openblas: dynamic_list needs dynamic_arch=True")
         if cross_building(self) and not self._target:
