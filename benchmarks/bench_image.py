@@ -55,16 +55,17 @@ def timed(args: list[str], env: dict[str, str], log: Path) -> float:
     return took
 
 
-def image_size_mib(ref: str, env: dict[str, str]) -> int:
+def image_size(ref: str, env: dict[str, str]) -> str:
+    """Size of the image as buildah reports it (its own units, e.g. "2.26 GB")."""
     r = subprocess.run(["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}",
                         ref], env=env, capture_output=True, text=True, check=True)
     image_id = r.stdout.strip()
     r = subprocess.run(["buildah", "images", "--json"], env=env, capture_output=True, text=True,
                        check=True)
     for img in json.loads(r.stdout):
-        if img.get("id") == image_id:
-            return int(img.get("size", 0)) >> 20
-    return 0
+        if img.get("id") and image_id.startswith(img["id"]):
+            return str(img.get("size", "?"))
+    return "?"
 
 
 def main() -> int:
@@ -116,7 +117,7 @@ def main() -> int:
                                   arch], env=env, capture_output=True, text=True, check=True)
             refs[arch] = out.stdout.strip().splitlines()[-1]
         res["rebuild_cached_layers_s"] = rebuild
-        res["image_size_mib"] = {a: image_size_mib(r, env) for a, r in refs.items()}
+        res["image_size"] = {a: image_size(r, env) for a, r in refs.items()}
         res["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
     finally:
         if not args.keep:

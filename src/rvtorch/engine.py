@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import BuildError, UsageError
 from .proc import echo, run
 
 ENGINES = ("docker", "podman", "buildah")
@@ -40,6 +40,10 @@ PROBE_TIMEOUT = 20.0
 # process from containers another live process is using.
 CONTAINER_PREFIX = "rvtorch-"
 STALE_RE = re.compile(r"^rvtorch-(\d+)-[0-9a-f]{8}$")
+
+
+def _container_name() -> str:
+    return f"{CONTAINER_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -74,6 +78,30 @@ def _quiet(cmd: Sequence[str], timeout: float = PROBE_TIMEOUT) -> subprocess.Com
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return subprocess.CompletedProcess(list(cmd), 1, "", str(exc))
+
+
+def _run_logged(
+    argv: Sequence[str],
+    *,
+    what: str,
+    check: bool = True,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    error: type[BuildError] | type[UsageError] = BuildError,
+) -> subprocess.CompletedProcess[str]:
+    """Run an engine command whose output is progress, not a result: echoed, and its stdout sent
+    to our stderr so that rvtorch's stdout carries only results (image references)."""
+    echo(argv)
+    try:
+        proc = subprocess.run(list(argv), stdout=sys.stderr, text=True, timeout=timeout,
+                              env=dict(env) if env is not None else None, check=False)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{argv[0]} not found", hint=INSTALL_HINT) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise error(f"{what} timed out after {timeout:.0f} s") from exc
+    if check and proc.returncode != 0:
+        raise error(f"{what} failed (exit {proc.returncode})")
+    return proc
 
 
 def _last_line(text: str) -> str:
@@ -164,8 +192,10 @@ class Container:
     ) -> subprocess.CompletedProcess[str]:
         full_env = {**self.env, **(env or {})}
         argv = self.engine.exec_argv(self.handle, list(cmd), full_env, cwd or self.workdir)
-        return run(argv, capture=capture, check=check, timeout=timeout,
-                   what=f"`{' '.join(cmd[:3])}` in container")
+        what = f"`{' '.join(cmd[:3])}` in container"
+        if capture:
+            return run(argv, capture=True, check=check, timeout=timeout, what=what)
+        return _run_logged(argv, check=check, timeout=timeout, what=what)
 
 
 class Engine:
@@ -214,7 +244,7 @@ class Engine:
     ) -> None:
         argv = self.build_argv(dockerfile, context, tag, dict(build_args or {}), target,
                                dict(labels or {}), no_cache)
-        run(argv, what=f"{self.name} build of {tag}")
+        _run_logged(argv, what=f"{self.name} build of {tag}")
 
     def image_exists(self, ref: str) -> bool:
         return _quiet([self.path, "image", "inspect", ref]).returncode == 0
@@ -232,7 +262,7 @@ class Engine:
         return dict(json.loads(r.stdout))
 
     def tag(self, ref: str, new_ref: str) -> None:
-        run([self.path, "tag", ref, new_ref], what=f"tag {new_ref}")
+        _run_logged([self.path, "tag", ref, new_ref], what=f"tag {new_ref}")
 
     def remove_image(self, ref: str) -> None:
         """Remove a tag (the image goes when no tag is left); a missing ref is not an error."""
@@ -240,11 +270,11 @@ class Engine:
             run([self.path, "rmi", ref], check=False, capture=True)
 
     def pull(self, ref: str) -> None:
-        run([self.path, "pull", ref], error=UsageError, what=f"pull {ref}")
+        _run_logged([self.path, "pull", ref], error=UsageError, what=f"pull {ref}")
 
     def import_tarball(self, tarball: Path, ref: str) -> None:
         """Make image ``ref`` from a root filesystem tarball (the offline base image)."""
-        run([self.path, "import", str(tarball), ref], what=f"import {ref}")
+        _run_logged([self.path, "import", str(tarball), ref], what=f"import {ref}")
 
     # -- containers -----------------------------------------------------------------------
     def exec_argv(
@@ -300,7 +330,7 @@ class Engine:
         """A container from ``image`` with ``mounts`` {host path: container path}; removed on exit
         (even when starting it failed) unless RVTORCH_KEEP_CONTAINER=1."""
         self.remove_stale_containers()
-        name = f"{CONTAINER_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = _container_name()
         str_mounts = {str(Path(h).resolve()): str(c) for h, c in (mounts or {}).items()}
         handle = name
         try:
@@ -355,8 +385,9 @@ class Buildah(Engine):
         # --pull=false: the base image is local (made offline or pulled by `rvtorch image base`).
         # --format docker: the OCI format drops SHELL, and the Dockerfile's RUNs rely on bash
         # with pipefail.
+        # --force-rm: a failed build leaves no intermediate working container behind.
         return [self.path, "bud", "--isolation", "chroot", "--layers", "--pull=false",
-                "--format", "docker", *argv[2:]]
+                "--format", "docker", "--force-rm", *argv[2:]]
 
     def image_exists(self, ref: str) -> bool:
         return _quiet([self.path, "inspect", "--type", "image", ref]).returncode == 0
@@ -376,12 +407,15 @@ class Buildah(Engine):
         return dict(config.get("Labels") or {})
 
     def import_tarball(self, tarball: Path, ref: str) -> None:
-        # buildah has no `import`: add the tarball (auto-extracted) to an empty container.
-        ctr = run([self.path, "from", "scratch"], capture=True).stdout.strip()
+        # buildah has no `import`: add the tarball (auto-extracted) to an empty container, named
+        # like every rvtorch container so a killed import's leftover is found and removed.
+        self.remove_stale_containers()
+        ctr = _container_name()
+        run([self.path, "from", "--name", ctr, "scratch"], capture=True)
         try:
             run([self.path, "add", ctr, str(tarball), "/"], capture=True,
                 what=f"add {tarball.name} to {ctr}")
-            run([self.path, "config", "--cmd", "/bin/bash", ctr])
+            _run_logged([self.path, "config", "--cmd", "/bin/bash", ctr], what=f"config {ctr}")
             run([self.path, "commit", "--quiet", ctr, ref], capture=True, what=f"commit {ref}")
         finally:
             run([self.path, "rm", ctr], check=False, capture=True)

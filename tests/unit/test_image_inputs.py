@@ -208,3 +208,20 @@ def test_debian_mirror_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(image, "apt_debian_mirror", lambda: None)
     with pytest.raises(UsageError, match="no Debian mirror known"):
         image.debian_mirror(None)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_elf_check_rejects_a_build_machine_binary(arch: str) -> None:
+    from rvtorch.errors import BuildError
+
+    host_binary = Path(shutil.which("true") or "/bin/true").resolve()
+    with pytest.raises(BuildError, match=f"expected {matrix().target(arch).elf_machine}"):
+        image.check_elf(host_binary, matrix().target(arch))
+
+
+def test_cli_toolchains_check() -> None:
+    from tests.conftest import run_cli
+
+    r = run_cli("image", "toolchains", "--check")
+    assert r.returncode == 0, r.stderr
+    assert "up to date" in r.stdout
