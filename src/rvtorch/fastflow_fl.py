@@ -434,8 +434,10 @@ def run_python_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
 
     One guest process per rank, all started from the host (under QEMU without binfmt a guest
     cannot start target binaries), in the target rootfs with Debian's torch. Both of its schemes
-    run in one launch; returns ``{scheme: {"accuracy": [...], "round_s": [...]}}`` plus
-    ``wall_seconds``. A rank that does not finish within ``timeout`` is killed and reported.
+    run in one launch; returns ``{"schemes": {scheme: {"accuracy": [...], "round_s": [...]}},
+    "wall_seconds", "failed_checks"}``: the suite's own checks (final accuracy >= 0.9, ...) may
+    fail after few rounds without making this an error. A rank that crashes, or does not finish
+    within ``timeout`` (killed), is a :class:`ValidationError`.
     """
     from .digits import ensure_shards
     from .emulate import guest_command, guest_tmpdir
@@ -477,20 +479,22 @@ def run_python_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
                 _, err = p.communicate()
                 failed.append(f"rank {rank} hung (killed after {timeout:.0f} s)")
                 continue
-            if p.returncode != 0:
+            # 1 = the suite ran and some of its own checks failed (accuracy after too few
+            # rounds, say): its figures are still what we came for. Anything else is a failure.
+            if p.returncode not in (0, 1):
                 tail = (err.strip().splitlines() or ["no output"])[-1][:200]
                 failed.append(f"rank {rank} exit {p.returncode}: {tail}")
         wall = time.monotonic() - t0
         out = host / "rank0.json"
         result = json.loads(out.read_text()) if out.is_file() else {}
-    if failed or "fl" not in result.get("figures", {}):
-        bad = [c for c in result.get("checks", []) if not c.get("ok")]
+    bad = [str(c.get("name")) for c in result.get("checks", []) if not c.get("ok")]
+    if failed or "fl" not in result.get("figures", {}) or "crash" in bad:
         raise ValidationError(f"Python FL scheme on {arch} with {workers} ranks failed: "
-                              + "; ".join(failed + [str(c.get("name")) for c in bad][:3]))
+                              + "; ".join(failed + bad[:3]))
     fl = result["figures"]["fl"]
     return {"arch": arch, "cpu": cpu, "workers": workers, "wall_seconds": wall,
             "schemes": {ours: fl[theirs] for ours, theirs in PY_SCHEMES.items()},
-            "checks": result.get("checks", [])}
+            "checks": result.get("checks", []), "failed_checks": bad}
 
 
 def check_result(result: Mapping[str, Any], *, min_accuracy: float = 0.9) -> list[str]:
