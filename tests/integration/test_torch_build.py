@@ -255,3 +255,19 @@ def test_partial_riscv64_build_runs_under_qemu_and_resumes_after_a_kill(
         nm = ctr.call(["riscv64-linux-gnu-nm", "-u", f"{src}/build/{blas_obj}"], capture=True)
     undefined = nm.stdout.split()
     assert "cblas_cdotu_sub" in undefined and "cdotu_" not in undefined
+
+
+def test_auto_falls_back_to_debian_with_one_notice(env: dict[str, str]) -> None:
+    """Where the upstream git server does not answer (as here), auto uses the debian source."""
+    from rvtorch.sources import upstream_reachable
+    from rvtorch.torchspec import torch_version
+
+    if upstream_reachable(torch_version()):
+        pytest.skip("the upstream git server is reachable from this machine")
+    t0 = time.monotonic()
+    r = cli(env, "source", "fetch")
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 60
+    notices = [ln for ln in r.stderr.splitlines() if "notice:" in ln]
+    assert len(notices) == 1 and "using the debian source provider" in notices[0]
+    assert json.loads(r.stdout)["provider"] == "debian"
