@@ -25,6 +25,8 @@ class FastFlowFederatedLearning(ConanFile):
     def generate(self):
         tc = CMakeToolchain(self)
         tc.cache_variables["FL_FASTFLOW"] = True
+        # Builds go to the cache (--output-folder): leave no CMakeUserPresets.json in the repo.
+        tc.user_presets_path = False
         tc.generate()
         CMakeDeps(self).generate()
 
