@@ -188,11 +188,19 @@ def ensure_libtorch(arch: str, *, mirror: str | None = None) -> Path:
 
 
 # -------------------------------------------------------------------------------------- build
-def _tree_digest() -> str:
+# What each variant is built from (its cache key); the core does not depend on the FastFlow files.
+_CORE_FILES = ("CMakeLists.txt", "fl_core.hpp", "fl_core.cpp", "fl_core_test.cpp",
+               "libtorch-debian.toml")
+
+
+def _tree_digest(variant: str) -> str:
     h = hashlib.sha256()
     for p in sorted(tree_dir().iterdir()):
-        if p.is_file() and p.suffix in (".cpp", ".hpp", ".txt", ".py", ".toml"):
-            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        if not p.is_file() or p.suffix not in (".cpp", ".hpp", ".txt", ".py", ".toml"):
+            continue
+        if variant == "core" and p.name not in _CORE_FILES:
+            continue
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
 
 
@@ -200,7 +208,7 @@ def build_key(arch: str, variant: str) -> str:
     version, _, _ = libtorch_pins()
     h = hashlib.sha256()
     h.update(f"{arch}\0{variant}\0{version}\0{deps.FASTFLOW_VERSION}\0".encode())
-    h.update(_tree_digest().encode())
+    h.update(_tree_digest(variant).encode())
     return h.hexdigest()[:16]
 
 

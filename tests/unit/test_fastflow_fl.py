@@ -218,3 +218,18 @@ def test_suite_run_turns_errors_into_a_failed_suite(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(fastflow_fl, "suite_result", boom)
     run = fastflow_fl.suite_run("riscv64", cpu="rv64")
     assert not run.ok and "sha256 mismatch" in run.problem and run.result is None
+
+
+def test_core_build_key_ignores_the_fastflow_files(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(TREE, tree)
+    monkeypatch.setattr(fastflow_fl, "tree_dir", lambda: tree)
+    core, ff = (fastflow_fl.build_key("riscv64", v) for v in ("core", "fastflow"))
+    (tree / "fedavg_p2p.cpp").write_text("// changed\n")
+    assert fastflow_fl.build_key("riscv64", "core") == core
+    assert fastflow_fl.build_key("riscv64", "fastflow") != ff
+    (tree / "fl_core.cpp").write_text("// changed\n")
+    assert fastflow_fl.build_key("riscv64", "core") != core
