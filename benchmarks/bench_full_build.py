@@ -125,6 +125,7 @@ def write_result(arch: str, entry: dict[str, Any]) -> None:
 def machine() -> dict[str, Any]:
     return {
         "cores": os.cpu_count(),
+        "loadavg_1_5_15": [round(x, 1) for x in os.getloadavg()],
         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
     }
 

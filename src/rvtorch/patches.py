@@ -188,6 +188,19 @@ def apply_in_place(patches: Sequence[Patch], tree: Path) -> None:
             )
 
 
+def _copy_tree(src: Path, dest: Path) -> None:
+    """A full copy (cp -a: several times faster than shutil on a 30k-file tree; reflinks where
+    the file system has them)."""
+    cp = shutil.which("cp")
+    if cp:
+        res = subprocess.run([cp, "-a", "--reflink=auto", str(src), str(dest)],
+                             capture_output=True, text=True, check=False)
+        if res.returncode == 0:
+            return
+        shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(src, dest, symlinks=True)
+
+
 def apply_series(patches: Sequence[Patch], tree: Path) -> None:
     """Apply ``patches`` to ``tree`` atomically: a staging copy is patched and swapped in only when
     every patch applied; on failure ``tree`` is exactly as before."""
@@ -197,7 +210,7 @@ def apply_series(patches: Sequence[Patch], tree: Path) -> None:
     if staging.exists():
         shutil.rmtree(staging)
     try:
-        shutil.copytree(tree, staging, symlinks=True)
+        _copy_tree(tree, staging)
         apply_in_place(patches, staging)
         old = tree.with_name(f".{tree.name}.old")
         if old.exists():
