@@ -49,9 +49,14 @@ from .torchspec import TorchVersion, torch_version
 
 STAGES = ("configure", "partial", "full")
 CACHES = ("ccache", "sccache", "none")
-# setup.py passes variables with these prefixes (and BLAS) on to CMake as -D options
-# (tools/setup_helpers/cmake.py); the plan lists them so a reader sees every CMake flag.
+# setup.py passes variables with these prefixes/suffixes and a few named ones on to CMake as -D
+# options (tools/setup_helpers/cmake.py of 2.6); the plan lists them so a reader sees every CMake
+# flag. Anything else in the environment is read by the build tools themselves (MAX_JOBS, CC,
+# SLEEF_TARGET_EXEC_USE_QEMU, ...).
 CMAKE_FORWARDED = ("BUILD_", "USE_", "CMAKE_")
+CMAKE_FORWARDED_SUFFIXES = ("EXITCODE", "EXITCODE__TRYRUN_OUTPUT")
+CMAKE_FORWARDED_NAMES = ("BLAS", "WITH_BLAS", "ONNX_ML", "ONNX_NAMESPACE", "ATEN_THREADING",
+                         "WERROR", "UBSAN_FLAGS", "INSTALL_TEST", "OPENSSL_ROOT_DIR")
 # Container paths of the bind mounts.
 CTR_SRC = "/rvtorch/src"
 CTR_CACHE = "/rvtorch/cache"
@@ -139,7 +144,10 @@ def cache_env(kind: str) -> dict[str, str]:
 def cmake_flags(env: Mapping[str, str]) -> list[str]:
     """The -D options setup.py derives from the environment (what CMake will see)."""
     return [
-        f"-D{k}={v}" for k, v in sorted(env.items()) if k.startswith(CMAKE_FORWARDED) or k == "BLAS"
+        f"-D{k}={v}"
+        for k, v in sorted(env.items())
+        if k.startswith(CMAKE_FORWARDED) or k.endswith(CMAKE_FORWARDED_SUFFIXES)
+        or k in CMAKE_FORWARDED_NAMES
     ]
 
 
