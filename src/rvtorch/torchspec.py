@@ -53,6 +53,7 @@ class DebianSource:
     tree: str
     files: tuple[PinnedFile, ...]
     overlays: tuple[Overlay, ...]
+    prepare: tuple[str, ...]
     sysroot_packages: tuple[str, ...]
     build_packages: tuple[str, ...]
 
@@ -175,7 +176,8 @@ def _parse_version(version: str, t: Mapping[str, Any], where: str) -> TorchVersi
 
     deb = src["debian"]
     dw = f"{where}.source.debian"
-    _keys(deb, ("pool", "tree", "files", "overlays", "sysroot_packages", "build_packages"), dw)
+    _keys(deb, ("pool", "tree", "files", "overlays", "prepare", "sysroot_packages",
+                "build_packages"), dw)
     files = []
     for i, f in enumerate(deb["files"]):
         fw = f"{dw}.files[{i}]"
@@ -198,6 +200,7 @@ def _parse_version(version: str, t: Mapping[str, Any], where: str) -> TorchVersi
         tree=_str(deb["tree"], f"{dw}.tree"),
         files=tuple(files),
         overlays=tuple(overlays),
+        prepare=_strs(deb["prepare"], f"{dw}.prepare"),
         sysroot_packages=_strs(deb["sysroot_packages"], f"{dw}.sysroot_packages"),
         build_packages=_strs(deb["build_packages"], f"{dw}.build_packages"),
     )

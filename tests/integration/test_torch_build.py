@@ -249,6 +249,11 @@ def test_partial_riscv64_build_runs_under_qemu_and_resumes_after_a_kill(
     assert "c10 says cpu:0 index=0" in res.stdout
     assert "RISC-V" in res.stdout
 
+    # The debian prepare step regenerated the flatbuffers header for the sysroot's flatbuffers.
+    assert list(tree.glob(".rvtorch-prepare-*"))
+    assert (build / "caffe2/CMakeFiles/torch_cpu.dir/__/torch/csrc/jit/mobile/"
+            "flatbuffer_loader.cpp.o").exists()
+
     # Patch 0006 in the object code: the BLAS glue calls OpenBLAS's cblas dot wrappers.
     blas_obj = next(t for t in plan["targets"] if t.endswith("native/BlasKernel.cpp.o"))
     with engine.container(image, mounts={str(tree): src}) as ctr:

@@ -371,6 +371,7 @@ def test_build_script_per_stage() -> None:
     part = build.build_script(build.make_plan("riscv64", provider="debian", stage="partial",
                                               targets=["c10"]))
     assert "cmake --build build --target c10" in part and "bdist_wheel" not in part
+    assert "flatc --cpp" in part and ".rvtorch-prepare-" in part  # debian prepare step, once
     conf = build.build_script(build.make_plan("riscv64", provider="debian", stage="configure",
                                               cache="none"))
     assert "--cmake-only" in conf and "cmake --build" not in conf and "ccache" not in conf
