@@ -94,8 +94,10 @@ def wheel_version(tv: TorchVersion, t: Target) -> str:
     return f"{tv.version}+{t.arch}"
 
 
-def tree_name(tv: TorchVersion, provider: str, arch: str, series_digest: str) -> str:
-    return f"torch-{tv.version}-{provider}-{series_digest[:12]}-{arch}"
+def tree_name(tv: TorchVersion, provider: str, arch: str, recipe_digest: str) -> str:
+    """One tree per version, provider, arch and source recipe (pins, overlays, prepare steps,
+    patch series): a change gives a fresh tree, a rerun reuses ninja's state."""
+    return f"torch-{tv.version}-{provider}-{recipe_digest[:12]}-{arch}"
 
 
 def cross_env(t: Target, tv: TorchVersion) -> dict[str, str]:
@@ -252,7 +254,9 @@ def make_plan(
     env = {**flags, **cross_env(t, tv), **cache_env(cache), "MAX_JOBS": str(jobs)}
     if overrides:  # the command line wins over the computed cross/cache values too
         env.update(overrides)
-    digest = series.digest(provider)
+    prepare = list(tv.debian.prepare) if provider == "debian" else []
+    recipe = {"series": series.digest(provider), "source": source, "prepare": prepare}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     notes = []
     if provider == "upstream":
         notes.append("upstream provider: vendored submodules; SLEEF generators run under QEMU")
@@ -272,7 +276,7 @@ def make_plan(
         out=str((out or repo_root() / "dist").resolve()),
         wheel_version=wheel_version(tv, t),
         smoke_cpus=[c.name for c in t.cpu],
-        prepare=list(tv.debian.prepare) if provider == "debian" else [],
+        prepare=prepare,
         notes=notes,
     )
 

@@ -222,24 +222,3 @@ def apply_series(patches: Sequence[Patch], tree: Path) -> None:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
-
-def prepared_tree(tv: TorchVersion, provider: str, *, mirror: str | None = None) -> Path:
-    """The unpacked and patched source tree of ``tv`` in the cache, made once per series digest.
-
-    The directory name carries the series digest, so a changed patch gives a fresh tree while a
-    rerun (and an interrupted build) reuses the same one, keeping ninja's and ccache's state.
-    """
-    from .sources import staging, trees_dir, unpack_into
-
-    series = series_for(tv)
-    dest = trees_dir() / f"torch-{tv.version}-{provider}-{series.digest(provider)[:12]}"
-    stamp = dest / ".rvtorch-prepared"
-    if stamp.exists():
-        return dest
-    with staging(dest) as tmp:
-        unpack_into(tv, provider, tmp, mirror=mirror)
-        apply_in_place(series.for_provider(provider), tmp)
-        (tmp / ".rvtorch-prepared").write_text(
-            "\n".join(p.file for p in series.for_provider(provider)) + "\n"
-        )
-    return dest
