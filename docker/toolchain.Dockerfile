@@ -1,16 +1,16 @@
-# The rvtorch toolchain image: Debian trixie amd64 that cross-builds for ONE target of
+# The rvtorch toolchain image: Debian (targets.toml project.suite) amd64 that cross-builds for ONE target of
 # toolchains/targets.toml (`rvtorch image build --arch A` passes the target's values as build
 # arguments; nothing here names an arch). Stages:
 #   base   apt configured for lean, retrying installs
 #   tools  everything that does not depend on the target: cmake, ninja, ccache, qemu-user (static),
-#          Python 3.13 + a venv with crossenv/build/conan (hash-pinned). Shared by every target's
+#          Python + a venv with crossenv/build/conan (hash-pinned). Shared by every target's
 #          image: built once, reused from the layer cache.
-#   cross  the target's gcc-14 cross compiler, its multiarch sysroot (dpkg --add-architecture +
+#   cross  the target's gcc cross compiler, its multiarch sysroot (dpkg --add-architecture +
 #          toolchains/sysroot-packages.txt), toolchain files, Conan profiles and the baked-in
 #          cross environment.
-# The base image is Debian trixie: pulled where a registry is reachable, made offline by
-# `rvtorch image base` (debootstrap + import) where not.
-ARG BASE_IMAGE=localhost/debian:trixie
+# BASE_IMAGE is targets.toml project.base_image, Debian of the project's suite: pulled where a
+# registry is reachable, made offline by `rvtorch image base` (debootstrap + import) where not.
+ARG BASE_IMAGE
 
 FROM ${BASE_IMAGE} AS base
 ARG DEBIAN_MIRROR=
@@ -31,20 +31,23 @@ RUN printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\nAc
       > /etc/dpkg/dpkg.cfg.d/90rvtorch-nodoc \
  && if [ -n "${DEBIAN_MIRROR}" ]; then \
       rm -f /etc/apt/sources.list.d/debian.sources; \
-      printf 'deb %s trixie main\n' "${DEBIAN_MIRROR}" > /etc/apt/sources.list; \
+      printf 'deb %s %s main\n' "${DEBIAN_MIRROR}" "$(. /etc/os-release && echo "${VERSION_CODENAME}")" \
+        > /etc/apt/sources.list; \
     fi
 
 FROM base AS tools
 SHELL ["/bin/bash", "-Eeuo", "pipefail", "-c"]
 # The QEMU user emulators of all targets (targets.toml qemu_binary: "qemu-<arch>-static ...");
-# trixie's qemu-user(-static) carries static emulators for ~30 architectures (465 MB): keep ours.
+# Debian's qemu-user(-static) carries static emulators for ~30 architectures (465 MB): keep ours.
 ARG QEMU_BINARIES
+# The build machine's Python (targets.toml project.python; the target's is the same version).
+ARG PYTHON_VERSION
 # Native g++ is for host-side generators of cross builds (SLEEF, protoc plugins); protobuf-compiler
 # must be the build machine's protoc matching the target's libprotobuf-dev version.
-# Versions are not pinned (DL3008): a trixie point release drops the old ones from the archive;
+# Versions are not pinned (DL3008): a Debian point release drops the old ones from the archive;
 # /opt/rvtorch/packages.txt records what an image got.
 # hadolint ignore=DL3008
-RUN test -n "${QEMU_BINARIES}" \
+RUN test -n "${QEMU_BINARIES}" && test -n "${PYTHON_VERSION}" \
  && { echo 'path-exclude=/usr/bin/qemu-*'; \
       for q in ${QEMU_BINARIES}; do \
         echo "path-include=/usr/bin/${q}"; echo "path-include=/usr/bin/${q%-static}"; \
@@ -53,11 +56,11 @@ RUN test -n "${QEMU_BINARIES}" \
  && apt-get install -y --no-install-recommends \
       ca-certificates cmake ninja-build ccache git patch make file pkgconf xz-utils zstd \
       g++ qemu-user-static patchelf protobuf-compiler \
-      python3.13 python3.13-venv python3.13-dev \
+      "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" "python${PYTHON_VERSION}-dev" \
  && for q in ${QEMU_BINARIES}; do "${q}" --version; done \
  && rm -rf /var/lib/apt/lists/*
 COPY docker/toolchain-requirements.txt /opt/rvtorch/toolchain-requirements.txt
-RUN python3.13 -m venv /opt/rvtorch/venv \
+RUN "python${PYTHON_VERSION}" -m venv /opt/rvtorch/venv \
  && PIP_CERT=/etc/ssl/certs/ca-certificates.crt /opt/rvtorch/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
       --require-hashes -r /opt/rvtorch/toolchain-requirements.txt
 ENV PATH=/opt/rvtorch/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -71,14 +74,15 @@ SHELL ["/bin/bash", "-Eeuo", "pipefail", "-c"]
 ARG TARGET_ARCH
 ARG CROSS_TRIPLE
 ARG DEBIAN_ARCH
-ARG GCC_VERSION=14
+ARG GCC_VERSION
 COPY toolchains/sysroot-packages.txt /opt/rvtorch/sysroot-packages.txt
 # The sysroot is multiarch: target libraries and headers land in /usr/lib/<triple> and
 # /usr/include/<triple> next to the amd64 ones, where Debian's cross gcc looks. Never install
 # python3:<arch> (or python3-dev:<arch>): it replaces the build python (FACTS.md);
-# libpython3.13-dev:<arch> carries the headers and libpython.
+# libpython3.X-dev:<arch> carries the headers and libpython.
 # hadolint ignore=DL3008
 RUN test -n "${TARGET_ARCH}" && test -n "${CROSS_TRIPLE}" && test -n "${DEBIAN_ARCH}" \
+ && test -n "${GCC_VERSION}" \
  && dpkg --add-architecture "${DEBIAN_ARCH}" \
  && sed -e 's/#.*//' /opt/rvtorch/sysroot-packages.txt | awk -v a="${DEBIAN_ARCH}" \
       'NF == 1 { print $1 ":" a } NF > 1 { for (i = 2; i <= NF; i++) { w = $i; gsub(/[][]/, "", w); if (w == a) print $1 ":" a } }' \

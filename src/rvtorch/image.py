@@ -91,6 +91,7 @@ def build_args(t: Target, m: Matrix | None = None) -> dict[str, str]:
     return {
         # Same for every target (the tools stage is shared): the emulators of all targets.
         "QEMU_BINARIES": " ".join(sorted({x.qemu_binary for x in m.targets})),
+        "PYTHON_VERSION": m.project.python,
         "TARGET_ARCH": t.arch,
         "CROSS_TRIPLE": t.triple,
         "DEBIAN_ARCH": t.debian_arch,
@@ -177,10 +178,35 @@ def _work_dir() -> Path:
     return d
 
 
+def mounts_below(path: Path) -> list[str]:
+    """Mount points at or below ``path`` (deepest first)."""
+    root = str(path.resolve())
+    found = []
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            # /proc/mounts escapes blanks and backslashes as octal (\040).
+            mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[1])
+            if mp == root or mp.startswith(root + "/"):
+                found.append(mp)
+    return sorted(found, key=len, reverse=True)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a work directory that a killed debootstrap may have left with /proc, /sys or /dev
+    entries mounted inside: unmount those first, and never delete through a mount."""
+    for mp in mounts_below(path):
+        subprocess.run(["umount", "--lazy", mp], capture_output=True, check=False)
+    left = mounts_below(path)
+    if left:
+        raise BuildError(f"cannot unmount {left[0]} (left by a killed run)",
+                         hint=f"unmount it and remove {path} by hand")
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _clean_stale(prefix: str) -> None:
     """Remove leftovers of killed runs (called with the matching lock held)."""
     for p in _work_dir().glob(prefix + "*"):
-        shutil.rmtree(p, ignore_errors=True)
+        remove_tree(p)
 
 
 def stage_context(t: Target, dest: Path, m: Matrix | None = None) -> None:
@@ -291,7 +317,7 @@ def _bootstrap_base(engine: Engine, ref: str, suite: str, mirror: str) -> None:
         print(f"rvtorch: base image {ref} made in {time.monotonic() - t0:.0f} s",
               file=sys.stderr)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,21 +33,45 @@ def engine():  # type: ignore[no-untyped-def]
     return detect_engine()
 
 
-def test_base_image_offline(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """debootstrap + import makes a runnable Debian image of the project's suite."""
+def test_base_image_offline(engine, tmp_path: Path,  # type: ignore[no-untyped-def]
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """debootstrap + import makes a runnable Debian image of the project's suite; a bootstrap
+    killed half-way leaves no image and its leftovers are cleaned by the next run."""
     if os.geteuid() != 0:
         pytest.skip("debootstrap needs root")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RVTORCH_CACHE", str(cache))
     ref = f"localhost/rvtorch-test-base:{uuid.uuid4().hex[:8]}"
     m = matrix()
+    mirror = image.debian_mirror()
+    code = ("import sys; from rvtorch import image; from rvtorch.engine import detect_engine; "
+            "image._bootstrap_base(detect_engine(), sys.argv[1], sys.argv[2], sys.argv[3])")
+    killed = subprocess.Popen([sys.executable, "-c", code, ref, m.project.suite, mirror],
+                              env={**os.environ, "RVTORCH_CACHE": str(cache)},
+                              start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
-        image._bootstrap_base(engine, ref, m.project.suite, image.debian_mirror())
+        # Kill it in debootstrap's second stage, when /proc etc. are mounted in the rootfs: the
+        # worst leftover (SIGKILL skips debootstrap's own unmounting).
+        deadline = time.monotonic() + 600
+        while not image.mounts_below(cache / "image"):
+            assert killed.poll() is None, "bootstrap ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=60)
+        assert not engine.image_exists(ref)
+        assert list((cache / "image").glob("base-*")), "the killed run left its work dir"
+        image._bootstrap_base(engine, ref, m.project.suite, mirror)
         assert engine.image_exists(ref)
         with engine.container(ref) as ctr:
             out = ctr.call(["cat", "/etc/os-release"], capture=True).stdout
         assert f"VERSION_CODENAME={m.project.suite}" in out
-        # Nothing of the bootstrap is left in the work directory.
-        assert not list(image._work_dir().glob("base-*"))
+        assert not list((cache / "image").glob("base-*")), "leftovers of the killed run remain"
+        assert not image.mounts_below(cache), "mounts of the killed run remain"
     finally:
+        if killed.poll() is None:
+            os.killpg(killed.pid, signal.SIGKILL)
         engine.remove_image(ref)
 
 

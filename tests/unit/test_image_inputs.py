@@ -105,6 +105,10 @@ def test_dockerfile_hard_codes_no_target() -> None:
     for t in matrix().targets:
         for word in {t.arch, t.triple, t.debian_arch, t.qemu_binary}:
             assert not re.search(rf"\b{re.escape(word)}\b", text), word
+    # Nor the project's versions: suite, gcc and Python come from targets.toml too.
+    p = matrix().project
+    for word in (p.suite, p.python, f"gcc-{p.gcc}", f"={p.gcc}"):
+        assert word not in text, word
 
 
 def test_dockerfile_copies_only_staged_inputs() -> None:
@@ -225,3 +229,12 @@ def test_cli_toolchains_check() -> None:
     r = run_cli("image", "toolchains", "--check")
     assert r.returncode == 0, r.stderr
     assert "up to date" in r.stdout
+
+
+def test_mounts_below_and_remove_tree(tmp_path: Path) -> None:
+    assert "/proc" in image.mounts_below(Path("/proc"))
+    assert image.mounts_below(tmp_path) == []
+    (tmp_path / "w" / "sub").mkdir(parents=True)
+    (tmp_path / "w" / "sub" / "f").write_text("x")
+    image.remove_tree(tmp_path / "w")
+    assert not (tmp_path / "w").exists()
