@@ -154,16 +154,21 @@ def detect_engine(force: str | None = None, *, need_run: bool = True) -> Engine:
             raise UsageError(f"unknown container engine {choice!r}", hint=suggest(choice, ENGINES))
         p = probe(choice)
         if not p.can_build or (need_run and not p.can_run):
-            raise UsageError(f"container engine {choice} is not usable: {p.reason}",
-                             hint=INSTALL_HINT)
+            usable = [n for n in ENGINES if n != choice and _usable(probe(n), need_run)]
+            hint = f"use --engine {usable[0]}, which works here" if usable else INSTALL_HINT
+            raise UsageError(f"container engine {choice} is not usable: {p.reason}", hint=hint)
         return make_engine(p)
     reasons = []
     for name in ENGINES:
         p = probe(name)
-        if p.can_build and (p.can_run or not need_run):
+        if _usable(p, need_run):
             return make_engine(p)
         reasons.append(p.reason)
     raise UsageError("no usable container engine (" + "; ".join(reasons) + ")", hint=INSTALL_HINT)
+
+
+def _usable(p: Probe, need_run: bool) -> bool:
+    return p.can_build and (p.can_run or not need_run)
 
 
 def make_engine(p: Probe) -> Engine:

@@ -100,9 +100,10 @@ def test_forced_engine_env_and_argument(fake_path: Path, monkeypatch: pytest.Mon
     _fake(fake_path, "buildah", BUILDAH_OK)
     monkeypatch.setenv("RVTORCH_ENGINE", "buildah")
     assert isinstance(engine.detect_engine(), engine.Buildah)
-    # The argument wins over the environment.
-    with pytest.raises(UsageError, match="podman is not usable"):
+    # The argument wins over the environment; the hint names the engine that works.
+    with pytest.raises(UsageError, match="podman is not usable") as exc:
         engine.detect_engine("podman")
+    assert exc.value.hint == "use --engine buildah, which works here"
 
 
 def test_unknown_engine_suggests(fake_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
