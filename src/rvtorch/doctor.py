@@ -43,7 +43,8 @@ def _engines() -> Iterator[Finding]:
                 usable.append(name)
                 details.append(f"{name}: builds and runs")
             elif p.path:
-                details.append(f"{name}: {p.reason}")
+                reason = p.reason if len(p.reason) <= 90 else p.reason[:87] + "..."
+                details.append(f"{name}: {reason}")
         elif shutil.which(name):
             usable.append(name)
             details.append(f"{name}: {shutil.which(name)}")

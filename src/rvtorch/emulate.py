@@ -484,6 +484,31 @@ def _shebang(host_file: Path) -> list[str] | None:
     return first[2:].decode(errors="replace").strip().split(None, 1)
 
 
+def chroot_works(state: BinfmtState, rootfs: Path | None) -> bool:
+    """Can ``chroot rootfs <target binary>`` run with this binfmt state?
+
+    Decided from the entries when they say so; when an entry without the F flag also matches
+    (Debian's binfmt-support registers ``qemu-<arch>`` with P only), which entry the kernel
+    picks is not visible in /proc, so the answer comes from running ``/usr/bin/true`` once.
+    """
+    if state.usable_in(rootfs):
+        return True
+    if rootfs is None or not any(e.fix_binary for e in state.entries):
+        return False
+    return _chroot_true(rootfs, state)
+
+
+@functools.cache
+def _chroot_true(rootfs: Path, state: BinfmtState) -> bool:
+    # ``state`` is part of the cache key: a changed registration is probed again.
+    try:
+        proc = subprocess.run(["chroot", str(rootfs), "/usr/bin/true"], env=guest_env(),
+                              capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
 def mode_for(arch: str, rootfs: Path | None) -> str:
     """``native`` (host), ``binfmt`` (chroot) or ``qemu`` (explicit -L); see the module doc."""
     t = resolve(arch)
@@ -495,7 +520,7 @@ def mode_for(arch: str, rootfs: Path | None) -> str:
             raise UsageError("running the host reference rootfs needs root (chroot)",
                              hint="run as root")
         return "native"
-    usable = is_root() and binfmt_state(t).usable_in(rootfs)
+    usable = is_root() and chroot_works(binfmt_state(t), rootfs)
     if forced == "binfmt":
         if not usable:
             raise UsageError(

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +380,23 @@ def ensure_rootfs(arch: str, with_torch: bool = False, *, mirror: str | None = N
         print(f"rvtorch: creating rootfs {final.name} from {url}", file=sys.stderr)
         _create(arch, with_torch, final, url, fd)
     return final
+
+
+def ensure_many(specs: Sequence[tuple[str, bool]], *, jobs: int = 3,
+                mirror: str | None = None) -> dict[tuple[str, bool], Path]:
+    """``ensure_rootfs`` for several (arch, with_torch) at once, ``jobs`` in parallel.
+
+    Emulated maintainer scripts are single-threaded, so two arches built side by side use both
+    cores of a small CI machine; the per-rootfs locks keep callers from colliding.
+    """
+    for arch, _ in specs:
+        resolve(arch)
+    if jobs <= 1 or len(specs) <= 1:
+        return {spec: ensure_rootfs(spec[0], spec[1], mirror=mirror) for spec in specs}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {spec: pool.submit(ensure_rootfs, spec[0], spec[1], mirror=mirror)
+                   for spec in specs}
+        return {spec: f.result() for spec, f in futures.items()}
 
 
 def remove_rootfs(arch: str, with_torch: bool = False) -> bool:

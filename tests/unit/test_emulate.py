@@ -260,3 +260,25 @@ def test_cpu_rejected_by_local_qemu_is_a_usage_error(
         guest_command("riscv64", ["python3"], cpu="rvv256", rootfs=root)
     msg = exc.value.one_line()
     assert "qemu 7.2.22" in msg and "'rvv256'" in msg and "rv64, rvv128, rvv256" in msg
+
+
+def test_chroot_works_probes_only_when_entries_disagree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probed: list[Path] = []
+
+    def fake_probe(rootfs: Path, state: emulate.BinfmtState) -> bool:
+        probed.append(rootfs)
+        return True
+
+    monkeypatch.setattr(emulate, "_chroot_true", fake_probe)
+    debian = parse_binfmt_entry("qemu-riscv64", DEBIAN_RISCV64_ENTRY)
+    ours = BinfmtEntry(name="rvtorch-riscv64", enabled=True, interpreter="/q", flags="F")
+    root = _fake_rootfs(tmp_path)
+
+    def state(*entries: BinfmtEntry) -> emulate.BinfmtState:
+        return emulate.BinfmtState(mounted=True, enabled=True, entries=entries)
+
+    assert emulate.chroot_works(state(ours), root) and not probed
+    assert not emulate.chroot_works(state(debian), root) and not probed
+    assert emulate.chroot_works(state(debian, ours), root) and probed == [root]

@@ -105,3 +105,14 @@ def test_unwritable_cache_is_exit_2(args: tuple[str, ...]) -> None:
     assert r.returncode == 2, r.stderr
     assert "not writable" in r.stderr and "RVTORCH_CACHE" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ensure_many_reuses_complete_rootfs(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rootfs, "is_root", lambda: False)  # creating anything would fail
+    specs = [("riscv64", True), ("aarch64", False)]
+    for arch, torch in specs:
+        _fake_complete(rootfs.rootfs_path(arch, torch), arch, torch)
+    made = rootfs.ensure_many(specs, jobs=2)
+    assert made == {s: rootfs.rootfs_path(*s) for s in specs}
+    with pytest.raises(UsageError, match="unknown arch"):
+        rootfs.ensure_many([("riscv32", False)])
