@@ -382,6 +382,8 @@ def build_script(plan: Plan) -> str:
         ]
     if plan.cache == "ccache":
         lines.append("ccache --show-stats --verbose || true")
+    elif plan.cache == "sccache":
+        lines.append("sccache --show-stats || true")
     lines.append('echo "rvtorch: step done $(date +%s)"')
     return "\n".join(lines) + "\n"
 
