@@ -274,9 +274,9 @@ def _verify_record(zf: zipfile.ZipFile, names: list[str], report: CheckReport) -
         report.fail("record", name, "listed in RECORD but missing from the wheel")
 
 
-def _check_metadata(zf: zipfile.ZipFile, names: list[str], version: Version,
+def _check_metadata(zf: zipfile.ZipFile, names: list[str], name: str, version: Version,
                     tags: frozenset[Tag], report: CheckReport) -> None:
-    dist_info = f"{DIST_NAME}-{version}.dist-info"
+    dist_info = f"{name.replace('-', '_')}-{version}.dist-info"
     meta_name, wheel_name = f"{dist_info}/METADATA", f"{dist_info}/WHEEL"
     if meta_name not in names or wheel_name not in names:
         report.fail("metadata", dist_info, "METADATA or WHEEL missing")
@@ -328,7 +328,7 @@ def check_wheel(path: Path | str, arch: str | Target | None = None, *,
         report.largest = sorted(((i.filename, i.file_size) for i in zf.infolist()),
                                 key=lambda x: -x[1])[:5]
         _verify_record(zf, names, report)
-        _check_metadata(zf, names, version, tags, report)
+        _check_metadata(zf, names, name, version, tags, report)
         _check_members(zf, names, t, build_paths, report)
     return report
 
