@@ -297,9 +297,11 @@ class Progress:
         if not m:
             return False
         now = time.monotonic() if now is None else now
-        self.done, self.total = int(m.group(1)), int(m.group(2))
-        if self.first is None or self.done < self.first[1]:
-            self.first = (now, self.done)
+        done, total = int(m.group(1)), int(m.group(2))
+        # A new ninja run (codegen, then the compile; or a resumed build) restarts the rate.
+        if self.first is None or total != self.total or done < self.first[1]:
+            self.first = (now, done)
+        self.done, self.total = done, total
         return True
 
     def eta(self, now: float | None = None) -> float | None:

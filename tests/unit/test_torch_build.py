@@ -188,6 +188,10 @@ def test_progress_eta() -> None:
     p.feed("[60/110] Building CXX object y.o", now=100.0)
     assert p.eta(now=100.0) == pytest.approx(100.0)
     assert "[60/110]" in p.line(100.0, now=100.0) and "ETA 0:01:40" in p.line(100.0, now=100.0)
+    p.feed("[1/1319] Building c10", now=200.0)  # the next ninja run: the rate starts over
+    assert p.eta(now=200.0) is None and p.total == 1319
+    p.feed("[11/1319] Building x", now=300.0)
+    assert p.eta(now=300.0) == pytest.approx(1308 * 10.0)
 
 
 def test_parse_steps() -> None:
