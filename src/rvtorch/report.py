@@ -264,11 +264,13 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
             blas = info.get("blas") or {}
             rows.append([run["cpu"], run["qemu_cpu"], suite,
                          "ok" if s["ok"] else "FAIL " + (s.get("problem") or ""),
-                         round(s["wall_s"], 1), host_t.get(suite, ""),
+                         round(s["wall_s"], 1), round(s.get("cpu_s", 0.0), 1),
+                         host_t.get(suite, ""),
                          blas.get("corename", info.get("openblas_verbose") or "")
                          if suite == "smoke" else ""])
     parts.append("<h2>Runs</h2>" + _table(
-        ["CPU model", "-cpu", "suite", "result", "wall s (QEMU)", "wall s (x86 host)",
+        ["CPU model", "-cpu", "suite", "result", "wall s (QEMU)", "CPU s (QEMU)",
+         "wall s x86 (making refs)",
          "BLAS kernel"], rows))
     # Parity
     prow = [[r["cpu"], r["suite"], r["name"], r["value"], r["expected"], r["tol"], r["ok"]]

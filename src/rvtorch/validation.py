@@ -56,6 +56,9 @@ GUEST_PYTHON = "/usr/bin/python3"
 
 # Wall-time limits per suite process under QEMU (generous: 2-core CI under load); a run that
 # passes them is killed and reported, never waited on forever.
+# One BLAS/OpenMP thread in every suite process: results do not depend on the thread count,
+# and on a 2-core machine running 3 FL ranks, spinning pool threads only burn emulated cycles.
+SUITE_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 SUITE_TIMEOUT = {"smoke": 900.0, "reflow": 1500.0, "fl": 900.0}
 FULL_TIMEOUT = 4 * 3600.0
 
@@ -70,7 +73,7 @@ class Options:
     full: bool = False
     inject: tuple[str, ...] = ()
     fl_ranks: int = 3
-    fl_rounds: int = 6
+    fl_rounds: int = 5
     fl_timeout: float = 180.0
     reflow_datasets: tuple[str, ...] = ("8gaussians",)
 
@@ -165,14 +168,6 @@ def copy_package(dest: Path) -> Path:
     return target
 
 
-def package_hash() -> str:
-    h = hashlib.sha256()
-    for p in sorted(package_dir().glob("*.py")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Running one suite process
 
@@ -221,7 +216,8 @@ def run_module(pyenv: PyEnv, guest_dir: str, host_dir: Path, suite: str, args: S
                env: Mapping[str, str] | None = None) -> SuiteRun:
     """Run ``python -m rvtorch_validate.<suite> ... --out <out_name>`` and collect its result."""
     argv = ["-m", f"{PACKAGE}.{suite}", *args, "--out", f"{guest_dir}/{out_name}"]
-    cmd, genv = pyenv.command(argv, cpu=cpu, env={"PYTHONPATH": guest_dir, **(env or {})})
+    cmd, genv = pyenv.command(argv, cpu=cpu, env={**SUITE_ENV, "PYTHONPATH": guest_dir,
+                                                  **(env or {})})
     t0 = time.monotonic()
     cpu0 = _children_cpu()
     problem = ""
@@ -284,7 +280,7 @@ def run_fl(pyenv: PyEnv, guest_dir: str, host_dir: Path, role: str, opts: Option
                 "--timeout", str(opts.fl_timeout)]
         for f in faults:
             argv += ["--fault", f]
-        cmd, genv = pyenv.command(argv, cpu=cpu, env={"PYTHONPATH": guest_dir,
+        cmd, genv = pyenv.command(argv, cpu=cpu, env={**SUITE_ENV, "PYTHONPATH": guest_dir,
                                                       "TORCH_DISTRIBUTED_USE_LIBUV": "0",
                                                       "GLOO_SOCKET_IFNAME": "lo"})
         log = tempfile.TemporaryFile(mode="w+")
@@ -292,6 +288,7 @@ def run_fl(pyenv: PyEnv, guest_dir: str, host_dir: Path, role: str, opts: Option
         procs.append(subprocess.Popen(cmd, env=genv, stdout=log, stderr=subprocess.STDOUT,
                                       text=True, start_new_session=True))
     problems: list[str] = []
+    stopped: list[int] = []  # ranks still running when the launcher gave up: hung
     first_failure: float | None = None
     grace = 15.0
     while True:
@@ -303,8 +300,9 @@ def run_fl(pyenv: PyEnv, guest_dir: str, host_dir: Path, role: str, opts: Option
         if bad and first_failure is None:
             first_failure = now
         if now > deadline or (first_failure is not None and now - first_failure > grace):
-            for p in procs:
+            for rank, p in enumerate(procs):
                 if p.poll() is None:
+                    stopped.append(rank)
                     _kill(p)
             break
         time.sleep(0.5)
@@ -320,7 +318,9 @@ def run_fl(pyenv: PyEnv, guest_dir: str, host_dir: Path, role: str, opts: Option
         res = _read_json(host_dir / f"{tag}fl_rank{rank}.json")
         code = p.returncode
         state = "ok"
-        if code is not None and code < 0:
+        if rank in stopped:
+            state = "hung: stopped by the launcher"
+        elif code is not None and code < 0:
             state = f"killed by signal {-code}"
         elif code not in (0, None):
             state = f"exit {code}"
@@ -356,12 +356,19 @@ def _kill(p: subprocess.Popen[str]) -> None:
 # References (host role), cached by content hash
 
 
-def reference_key(opts: Options, host: PyEnv) -> str:
+def reference_key(suite: str, opts: Options, host: PyEnv) -> str:
+    """Content hash of what one suite's references depend on: its module, common.py, the
+    suite's parameters and the x86 reference it was computed with."""
     h = hashlib.sha256()
-    h.update(package_hash().encode())
-    h.update(json.dumps({"ranks": opts.fl_ranks, "rounds": opts.fl_rounds,
-                         "datasets": opts.reflow_datasets, "host": str(host.rootfs or host.python),
-                         "manifest": _manifest_torch(host.rootfs)}).encode())
+    for name in ("common.py", f"{suite}.py"):
+        h.update((package_dir() / name).read_bytes())
+    params: dict[str, Any] = {"host": str(host.rootfs or host.python),
+                              "torch": _manifest_torch(host.rootfs)}
+    if suite == "reflow":
+        params["datasets"] = opts.reflow_datasets
+    if suite == "fl":
+        params.update(ranks=opts.fl_ranks, rounds=opts.fl_rounds, timeout=opts.fl_timeout)
+    h.update(json.dumps(params, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -372,58 +379,80 @@ def _manifest_torch(rootfs: Path | None) -> str | None:
     return None if data is None else str(data.get("torch"))
 
 
-def ensure_references(opts: Options, host: PyEnv) -> Path:
-    """The reference directory for these options (made once, atomically, then reused)."""
+@dataclass(kw_only=True)
+class References:
+    """Per suite: the cached directory of its reference files and the host's own result."""
+
+    dirs: dict[str, Path]
+    results: dict[str, Any]
+    timings: dict[str, float]
+
+    def copy_to(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        for d in self.dirs.values():
+            for f in (d / "data").iterdir():
+                shutil.copy2(f, dest / f.name)
+
+
+def ensure_references(opts: Options, host: PyEnv) -> References:
+    """Each selected suite's x86 references, made once per content hash and then reused.
+
+    A suite's references live in ``<cache>/validation/<suite>-<hash>/`` (``data/`` for the
+    target, ``host_result.json``); made in a temp dir and renamed, so a killed run leaves
+    nothing half-written and a rerun starts that suite again.
+    """
     root = cache_dir() / "validation"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"refs-{reference_key(opts, host)}"
-    if (final / "done.json").exists():
-        progress(f"references: reusing {final}")
-        return final
-    from .digits import ensure_shards
+    refs = References(dirs={}, results={}, timings={})
+    for suite in opts.suites:
+        final = root / f"{suite}-{reference_key(suite, opts, host)}"
+        if not (final / "host_result.json").exists():
+            make_reference(suite, opts, host, final)
+        else:
+            progress(f"references: {suite} reused ({final.name})")
+        meta = _read_json(final / "host_result.json") or {}
+        refs.dirs[suite] = final
+        refs.results[suite] = meta.get("result")
+        refs.timings[suite] = meta.get("wall_s", 0.0)
+    return refs
 
-    shards = ensure_shards(opts.fl_ranks, seed=0, alpha=0.5)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=root))
+
+def make_reference(suite: str, opts: Options, host: PyEnv, final: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
     try:
         with host.workdir() as (hdir, gdir):
             copy_package(hdir)
             (hdir / "data").mkdir()
-            shutil.copy2(shards, hdir / "data" / "digits.bin")
-            timings: dict[str, float] = {}
-            results: dict[str, Any] = {}
-            steps: list[tuple[str, Sequence[str], float]] = [
-                ("smoke", ["--role", "host", "--data", f"{gdir}/data"], SUITE_TIMEOUT["smoke"]),
-                ("reflow", ["--role", "host", "--data", f"{gdir}/data", "--threads", "2",
-                            "--datasets", ",".join(opts.reflow_datasets)], 3600.0),
-            ]
-            for suite, args, limit in steps:
-                progress(f"references: {suite} on the x86 reference")
+            progress(f"references: {suite} on the x86 reference")
+            if suite == "fl":
+                from .digits import ensure_shards
+
+                shards = ensure_shards(opts.fl_ranks, seed=0, alpha=0.5)
+                shutil.copy2(shards, hdir / "data" / "digits.bin")
+                run = run_fl(host, gdir, hdir, "host", opts, cpu=None, tag="host_")
+            else:
+                args = ["--role", "host", "--data", f"{gdir}/data"]
+                if suite == "reflow":
+                    # One thread: these small ops gain nothing from more, and OpenBLAS/OpenMP
+                    # threads spinning on a loaded 2-core machine cost a lot.
+                    args += ["--datasets", ",".join(opts.reflow_datasets)]
                 run = run_module(host, gdir, hdir, suite, args, cpu=None,
-                                 out_name=f"{suite}_host.json", timeout=limit)
-                if not run.ok:
-                    raise ValidationError(f"the x86 reference failed its own {suite} suite: "
-                                          f"{run.problem or _failed(run.result)}",
-                                          hint="see the log above; the host torch is broken")
-                results[suite] = run.result
-                timings[suite] = run.wall_s
-            progress("references: fl on the x86 reference")
-            run = run_fl(host, gdir, hdir, "host", opts, cpu=None, tag="host_")
+                                 out_name=f"{suite}_host.json", timeout=3600.0)
             if not run.ok:
-                raise ValidationError(f"the x86 reference failed its own fl suite: "
-                                      f"{run.problem or _failed(run.result)}")
-            results["fl"] = run.result
-            timings["fl"] = run.wall_s
+                raise ValidationError(
+                    f"the x86 reference failed its own {suite} suite: "
+                    f"{run.problem or _failed(run.result)}",
+                    hint="the host torch is broken or the suite's thresholds are off")
             shutil.copytree(hdir / "data", tmp / "data")
-        (tmp / "host_results.json").write_text(json.dumps(results))
-        (tmp / "done.json").write_text(json.dumps({"timings": timings,
-                                                   "created": time.time()}))
+        (tmp / "host_result.json").write_text(json.dumps(
+            {"result": run.result, "wall_s": round(run.wall_s, 2), "cpu_s": round(run.cpu_s, 2),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
 
 
 def _failed(result: dict[str, Any] | None) -> str:
@@ -546,15 +575,13 @@ def validate(opts: Options) -> dict[str, Any]:
     models = cpu_models(opts.arch, opts.cpus)
     host = host_env()
     refs = ensure_references(opts, host)
-    host_results = _read_json(refs / "host_results.json") or {}
-    host_timings = (_read_json(refs / "done.json") or {}).get("timings", {})
     report: dict[str, Any] = {
         "arch": opts.arch, "suites": list(opts.suites), "full": opts.full,
         "inject": list(opts.inject), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                time.gmtime()),
         "host": {"python": host.python, "rootfs": str(host.rootfs) if host.rootfs else None,
-                 "torch": _manifest_torch(host.rootfs), "results": host_results,
-                 "timings_s": host_timings},
+                 "torch": _manifest_torch(host.rootfs), "results": refs.results,
+                 "timings_s": refs.timings},
         "runs": [],
     }
     with target_env(opts) as (tenv, info):
@@ -572,7 +599,7 @@ def validate(opts: Options) -> dict[str, Any]:
 
 
 def run_model(opts: Options, tenv: PyEnv, info: dict[str, Any], model: CpuModel | None,
-              refs: Path) -> dict[str, Any]:
+              refs: References) -> dict[str, Any]:
     """Every selected suite in ``tenv`` on one CPU model (``None``: natively, the x86 host)."""
     label = model.name if model else "x86-native"
     entry: dict[str, Any] = {"cpu": label, "qemu_cpu": model.qemu_cpu if model else None,
@@ -583,7 +610,7 @@ def run_model(opts: Options, tenv: PyEnv, info: dict[str, Any], model: CpuModel 
     cpu = model.name if model else None
     with tenv.workdir() as (hdir, gdir):
         copy_package(hdir)
-        shutil.copytree(refs / "data", hdir / "data")
+        refs.copy_to(hdir / "data")
         apply_injections(opts, hdir / "data")
         for suite in opts.suites:
             progress(f"{opts.arch} {label}: {suite} ...")

@@ -183,3 +183,50 @@ def test_bad_usage_exits_2(args: list[str], tmp_path: Path) -> None:
 
 def test_validation_error_is_exit_5() -> None:
     assert ValidationError("x").exit_code == 5
+
+
+def _tiny_wheel(dest: Path) -> Path:
+    """A minimal valid wheel (one module, dist-info with RECORD) made with the stdlib."""
+    import base64
+    import hashlib
+    import zipfile
+
+    name = "tinypkg-1.0-py3-none-any.whl"
+    files = {
+        "tinypkg/__init__.py": b"VALUE = 42\n",
+        "tinypkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
+        "tinypkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
+                                       b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append("tinypkg-1.0.dist-info/RECORD,,")
+    with zipfile.ZipFile(dest / name, "w") as zf:
+        for path, data in files.items():
+            zf.writestr(path, data)
+        zf.writestr("tinypkg-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+    return dest / name
+
+
+def test_install_wheel_into_a_venv_layout(tmp_path: Path) -> None:
+    from rvtorch.validation import install_wheel
+
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.13" / "site-packages"
+    site.mkdir(parents=True)
+    install_wheel(_tiny_wheel(tmp_path), venv, "/tmp/guest/venv")
+    assert (site / "tinypkg" / "__init__.py").read_text() == "VALUE = 42\n"
+    assert (site / "tinypkg-1.0.dist-info" / "RECORD").exists()
+
+
+def test_install_wheel_rejects_a_broken_wheel(tmp_path: Path) -> None:
+    from rvtorch.validation import install_wheel
+
+    venv = tmp_path / "venv"
+    (venv / "lib" / "python3.13" / "site-packages").mkdir(parents=True)
+    bad = tmp_path / "broken-1.0-py3-none-any.whl"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(UsageError):
+        install_wheel(bad, venv, "/tmp/guest/venv")

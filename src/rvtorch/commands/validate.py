@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="train ReFlow teacher and student on the target too (hours under QEMU)")
     p.add_argument("--report", required=True, type=Path, help="directory for the report")
     p.add_argument("--fl-ranks", type=int, default=3, help="FL processes (>= 3)")
-    p.add_argument("--fl-rounds", type=int, default=6, help="FedAvg rounds")
+    p.add_argument("--fl-rounds", type=int, default=5, help="FedAvg rounds")
     p.add_argument("--inject", action="append", default=[], choices=FAULTS,
                    help="break something on purpose to prove the checks catch it (exit 5)")
     p.set_defaults(func=run)

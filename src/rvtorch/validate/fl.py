@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=4321)
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds a collective may wait for a peer before failing")
