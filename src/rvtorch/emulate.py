@@ -7,8 +7,9 @@ Two ways to run a target binary from a target root filesystem (see docs/emulatio
   code transparently, including child processes. The CPU model reaches the interpreter through
   ``QEMU_CPU`` in the environment (qemu-user reads it). Needs root (chroot).
 * **qemu** — no usable binfmt entry (or not root): ``qemu-<arch>-static -L ROOTFS -cpu MODEL
-  ROOTFS/usr/bin/python3.13 ...``. Child processes that exec target binaries fail in this mode
-  (the kernel cannot run them): launch each process from the host.
+  ROOTFS/usr/bin/python3.13 ...``. A guest cannot start target programs in this mode: QEMU
+  does not apply -L to execve, so a child is the *host's* program of that path (or fails):
+  launch each process from the host.
 
 The arch ``host`` is the native reference rootfs (amd64 on this machine): plain ``chroot``.
 

@@ -27,8 +27,10 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -208,9 +210,19 @@ def _run(cmd: Sequence[str | Path], lock_fd: int, what: str) -> None:
     argv = [str(c) for c in cmd]
     echo(argv)
     try:
-        proc = subprocess.run(argv, env=_build_env(), pass_fds=(lock_fd,), check=False)
+        # Own process group: on Ctrl-C/SIGTERM the whole tree (debootstrap, dpkg, maintainer
+        # scripts) is killed before the temp rootfs is deleted under it.
+        proc = subprocess.Popen(argv, env=_build_env(), pass_fds=(lock_fd,),
+                                start_new_session=True)
     except FileNotFoundError as exc:
         raise UsageError(f"{argv[0]} not found", hint="apt-get install debootstrap") from exc
+    try:
+        proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     if proc.returncode != 0:
         raise BuildError(f"{what} failed (exit {proc.returncode})",
                          hint="see the output above; rerun to start over")
@@ -308,6 +320,24 @@ def _check_torch(tmp: Path, pkgs: dict[str, str]) -> None:
             raise BuildError(f"{lib} does not point at OpenBLAS in {tmp}")
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the temp rootfs is unmounted and
+    deleted right away instead of by the next run. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _create(arch: str, with_torch: bool, final: Path, mirror: str, lock_fd: int) -> None:
     root = final.parent
     free = shutil.disk_usage(root).free
@@ -319,6 +349,12 @@ def _create(arch: str, with_torch: bool, final: Path, mirror: str, lock_fd: int)
         )
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
     start = time.monotonic()
+    with _terminate_as_interrupt():
+        _create_in(arch, with_torch, final, mirror, lock_fd, tmp, start)
+
+
+def _create_in(arch: str, with_torch: bool, final: Path, mirror: str, lock_fd: int, tmp: Path,
+               start: float) -> None:
     try:
         if with_torch:
             base = ensure_rootfs(arch, False, mirror=mirror)

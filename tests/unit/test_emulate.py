@@ -21,7 +21,8 @@ from rvtorch.emulate import (
 from rvtorch.errors import UsageError
 from rvtorch.targets import matrix, target
 
-# What the kernel shows for Debian's qemu-user-static entry (binfmt-support, P flag, no F).
+# What the kernel shows for a qemu entry registered with P only (no F): the interpreter must then
+# exist inside the chroot. Debian 12's binfmt-support entry has both ("fix_binary yes").
 DEBIAN_RISCV64_ENTRY = """enabled
 interpreter /usr/libexec/qemu-binfmt/riscv64-binfmt-P
 flags: P

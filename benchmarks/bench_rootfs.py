@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Cold and warm creation time of the emulation root filesystems (rvtorch.rootfs).
+
+In a fresh, empty cache (on the same file system as the real one), the way the emulated test
+tier does it (tests/emulated/conftest.py): ``rvtorch rootfs create --arch A --with-torch`` for every
+target of targets.toml and ``host``, all started at once (each builds its base rootfs first, then
+the torch rootfs on top). Then the same commands again, one by one: warm (the cache answers).
+
+Recorded per arch: wall seconds of the command, CPU seconds (user + sys of every process it
+started, from wait4), the base and torch steps' own seconds (from the manifests), sizes, package
+counts, torch version, BLAS. Overall: the wall time of the whole parallel cold run (what CI pays)
+and the load average before/after: other jobs on the same 2 cores stretch wall time a lot, CPU
+time much less.
+
+Writes benchmarks/results/rootfs.json. Needs root. Run it in the background:
+``.venv/bin/python benchmarks/bench_rootfs.py > bench-rootfs.log 2>&1 &``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rvtorch.emulate import all_arches, qemu_binary, qemu_version, resolve
+from rvtorch.paths import cache_dir, repo_root
+from rvtorch.rootfs import _remove_tree
+
+RESULTS = repo_root() / "benchmarks" / "results" / "rootfs.json"
+
+
+def create_cmd(arch: str) -> list[str]:
+    return [sys.executable, "-m", "rvtorch", "rootfs", "create", "--arch", arch, "--with-torch"]
+
+
+def cold_parallel(arches: list[str], env: dict[str, str], logdir: Path) -> dict[str, dict]:
+    """Start every creation at once; wall and CPU seconds per arch."""
+    start = time.monotonic()
+    procs = {}
+    for arch in arches:
+        log = (logdir / f"{arch}.log").open("w")
+        procs[arch] = subprocess.Popen(create_cmd(arch), env=env, stdout=log, stderr=log)
+    out: dict[str, dict] = {}
+    pending = {p.pid: arch for arch, p in procs.items()}
+    while pending:
+        pid, status, usage = os.wait4(-1, 0)
+        if pid not in pending:
+            continue
+        arch = pending.pop(pid)
+        procs[arch].returncode = os.waitstatus_to_exitcode(status)
+        out[arch] = {
+            "cold_wall_s": round(time.monotonic() - start, 1),
+            "cold_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "exit": procs[arch].returncode,
+        }
+    out["_all"] = {"cold_parallel_wall_s": round(time.monotonic() - start, 1)}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", action="append", help="arch to measure (repeatable; default all)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_rootfs: needs root (debootstrap, chroot, binfmt)", file=sys.stderr)
+        return 2
+    arches = args.arch or list(all_arches())
+    for arch in arches:
+        resolve(arch)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-rootfs-", dir=cache_dir()))
+    env = {**os.environ, "RVTORCH_CACHE": str(scratch)}
+    load_before = os.getloadavg()
+    try:
+        cold = cold_parallel(arches, env, scratch)
+        load_after = os.getloadavg()
+        results: dict[str, dict] = {}
+        for arch in arches:
+            r = dict(cold[arch])
+            if r["exit"] != 0:
+                print((scratch / f"{arch}.log").read_text()[-3000:], file=sys.stderr)
+                raise SystemExit(f"bench_rootfs: creating {arch} failed")
+            start = time.monotonic()
+            subprocess.run(create_cmd(arch), env=env, check=True, stdout=subprocess.DEVNULL)
+            r["warm_wall_s"] = round(time.monotonic() - start, 2)
+            for manifest in sorted((scratch / "rootfs").glob("*.json")):
+                m = json.loads(manifest.read_text())
+                if m["arch"] != arch:
+                    continue
+                kind = "torch" if m["with_torch"] else "base"
+                r[f"{kind}_step_wall_s"] = m["seconds"]
+                du = subprocess.run(["du", "-sxm", str(manifest.with_suffix(""))],
+                                    capture_output=True, text=True, check=True)
+                r[f"{kind}_size_mib"] = int(du.stdout.split()[0])
+                r[f"{kind}_packages"] = len(m["packages"])
+                if m["with_torch"]:
+                    r["torch"] = m["torch"]
+                    r["blas"] = m["blas"]
+            t = resolve(arch)
+            if t is not None:
+                r["qemu"] = qemu_version(qemu_binary(t))
+            results[arch] = r
+            print(f"{arch}: {json.dumps(r)}", flush=True)
+    finally:
+        _remove_tree(scratch)
+    data = {
+        "what": "rvtorch rootfs create --with-torch for all arches at once in an empty cache "
+                "(cold, as the emulated test tier does), then again one by one (warm); seconds",
+        "cold_parallel_wall_s": cold["_all"]["cold_parallel_wall_s"],
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after_cold": [round(x, 2) for x in load_after],
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                 "kernel": platform.release()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "arches": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, args.out)
+    print(json.dumps(data, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    # Killed (SIGTERM): still unmount and delete the scratch cache in main()'s finally.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    sys.exit(main())
