@@ -314,16 +314,16 @@ def setup(arches: Sequence[str]) -> list[str]:
     return done
 
 
-def teardown(arches: Sequence[str] | None = None) -> list[str]:
+def teardown(arches: Sequence[str] | None = None, root: Path = BINFMT_DIR) -> list[str]:
     """``rvtorch emulator teardown``: remove the entries we registered, and only those."""
-    if not binfmt_mounted():
+    if not binfmt_mounted(root):
         return []
     wanted = None if arches is None else {f"{OWN_PREFIX}{a}" for a in arches}
     removed = []
-    for e in binfmt_entries():
+    for e in binfmt_entries(root):
         if e.ours and (wanted is None or e.name in wanted):
             _require_root("emulator teardown")
-            unregister(e.name)
+            unregister(e.name, root)
             removed.append(e.name)
     return removed
 

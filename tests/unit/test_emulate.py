@@ -283,3 +283,28 @@ def test_chroot_works_probes_only_when_entries_disagree(
     assert emulate.chroot_works(state(ours), root) and not probed
     assert not emulate.chroot_works(state(debian), root) and not probed
     assert emulate.chroot_works(state(debian, ours), root) and probed == [root]
+
+
+def test_teardown_removes_only_our_entries(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _fake_binfmt(tmp_path, {"qemu-riscv64": DEBIAN_RISCV64_ENTRY,
+                                   "rvtorch-riscv64": DEBIAN_RISCV64_ENTRY,
+                                   "rvtorch-aarch64": DEBIAN_RISCV64_ENTRY})
+    monkeypatch.setattr(emulate, "is_root", lambda: True)
+    # The kernel removes an entry when "-1" is written to it; the fake records the write.
+    assert emulate.teardown(["riscv64"], root) == ["rvtorch-riscv64"]
+    assert (root / "rvtorch-riscv64").read_text() == "-1"
+    assert (root / "qemu-riscv64").read_text() == DEBIAN_RISCV64_ENTRY
+    assert (root / "rvtorch-aarch64").read_text() == DEBIAN_RISCV64_ENTRY
+
+
+def test_setup_and_teardown_refuse_without_root(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from rvtorch.cli import main
+
+    monkeypatch.setattr(emulate, "is_root", lambda: False)
+    assert main(["emulator", "setup", "--arch", "riscv64"]) == 2
+    err = capsys.readouterr().err
+    assert "needs root" in err and "sudo rvtorch emulator setup" in err
+    assert main(["emulator", "setup", "--arch", "riscv6"]) == 2
+    assert "did you mean 'riscv64'" in capsys.readouterr().err
