@@ -300,7 +300,8 @@ def check_wheel(path: Path | str, arch: str | Target | None = None, *,
                 build_paths: Sequence[str] = ()) -> CheckReport:
     """Check a wheel for ``arch`` (default: the arch its platform tag names).
 
-    Reads the wheel without unpacking it to disk. Returns a report; ``report.ok`` is the verdict.
+    Never unpacks the whole wheel: each ELF or text member is copied to one temp file in turn
+    (ELF parsing seeks). Returns a report; ``report.ok`` is the verdict.
     A missing file is a usage error; anything wrong inside the wheel is a finding.
     """
     path = Path(path)
@@ -372,7 +373,6 @@ def _check_members(zf: zipfile.ZipFile, names: list[str], t: Target,
                 if why := is_unwanted(name, None):
                     report.fail("unwanted", name, why)
                 continue
-            # ELF parsing seeks: large members go to a temp file instead of memory.
             local = Path(tmp) / "member"
             with zf.open(name) as src, local.open("wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
@@ -402,10 +402,7 @@ def _check_members(zf: zipfile.ZipFile, names: list[str], t: Target,
         for entry in (*info.rpath, *info.runpath):
             if why := _rpath_ok(info.member, entry):
                 report.fail("rpath", info.member, why)
-        too_new = sorted({v for lib, v in info.versions
-                          if v.partition("_")[0] in allowed_versions and lib not in provided
-                          and v.partition("_")[2] not in allowed_versions[v.partition("_")[0]]})
-        if too_new:
+        if too_new := _too_new(info.versions, allowed_versions, provided):
             report.fail("symbols", info.member,
                         f"needs {', '.join(too_new)}, newer than {t.wheel_platform} allows "
                         "(a board with the policy's glibc would fail to load it)")
@@ -414,6 +411,17 @@ def _check_members(zf: zipfile.ZipFile, names: list[str], t: Target,
                 report.fail("needed", info.member,
                             f"needs {lib}, which is neither bundled nor allowed by "
                             f"{t.wheel_platform} (a board would fail to load it)")
+
+
+def _too_new(versions: Iterable[tuple[str, str]], allowed: dict[str, frozenset[str]],
+             bundled: set[str]) -> list[str]:
+    """Symbol versions (``GLIBC_2.40``) of system libraries that the policy does not allow."""
+    out = set()
+    for lib, version in versions:
+        family, _, number = version.partition("_")
+        if lib not in bundled and family in allowed and number not in allowed[family]:
+            out.add(version)
+    return sorted(out)
 
 
 def _check_elf(info: ElfInfo, t: Target, host_machine: str | None, report: CheckReport) -> None:
