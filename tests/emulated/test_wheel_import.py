@@ -91,15 +91,16 @@ def test_bundled_library_is_the_one_loaded(arch: str, tmp_path: Path) -> None:
     assert out["SYSTEM"] == "", out
 
 
-def test_cross_built_torch_c_imports_with_bundled_openblas(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", matrix().arches)
+def test_cross_built_torch_c_imports_with_bundled_openblas(arch: str, tmp_path: Path) -> None:
     from tests.integration.cross_ext import build_crossenv_wheel
 
-    t = matrix().target("riscv64")
+    t = matrix().target(arch)
     need_strip(t)
     repaired = repair_wheel(build_crossenv_wheel(t, tmp_path / "build"), t, tmp_path / "dist")
     out = run_in_guest(t, repaired, "torch._C", f"torch/_C.{expected_soabi(t)}.so",
                        "[mod.dot(), mod.blas_core()]", ["libopenblas.so.0"])
     dot, core = out["RESULT"].split()
-    assert dot == "32.0" and core.startswith("riscv64"), out
+    assert dot == "32.0" and core, out
     assert "libopenblas" in out["LOADED"], out
     assert out["SYSTEM"] == "", out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rvtorch.targets import target
+from rvtorch.targets import matrix
 from rvtorch.wheel import check_wheel, expected_soabi, repair_wheel
 from tests.conftest import run_cli
 from tests.integration.cross_ext import build_crossenv_wheel
@@ -17,8 +17,9 @@ from tests.wheelkit import rewrite_wheel
 pytestmark = pytest.mark.integration
 
 
-def test_cross_built_extension_is_repaired_and_checked(tmp_path: Path) -> None:
-    t = target("riscv64")
+@pytest.mark.parametrize("arch", matrix().arches)
+def test_cross_built_extension_is_repaired_and_checked(arch: str, tmp_path: Path) -> None:
+    t = matrix().target(arch)
     if not shutil.which(f"{t.triple}-strip"):
         pytest.skip(f"apt-get install binutils-{t.triple}")
     wheel = build_crossenv_wheel(t, tmp_path / "build")
