@@ -534,6 +534,23 @@ def mode_for(arch: str, rootfs: Path | None) -> str:
     return "binfmt"
 
 
+# Runs on the host: mounts /proc, /sys and a /dev/shm tmpfs inside the rootfs in a private mount
+# namespace (they vanish with the guest, nothing leaks into the cache), then chroots. Without
+# /proc torch's cpuinfo fails to parse the CPU; without /dev/shm Python's multiprocessing locks
+# fail. "$0" is the rootfs; sh's own PWD must not reach the guest.
+_CHROOT_SCRIPT = (
+    'mount -t proc proc "$0/proc" && mount -t sysfs sysfs "$0/sys" && '
+    'mount -t tmpfs -o mode=1777 shm "$0/dev/shm" && unset PWD OLDPWD && exec chroot "$0" "$@"'
+)
+
+
+def chroot_prefix(rootfs: Path) -> list[str]:
+    """The host argv before ``ROOTFS CMD...`` for the chroot modes (see _CHROOT_SCRIPT)."""
+    for d in ("proc", "sys", "dev/shm"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _CHROOT_SCRIPT]
+
+
 def guest_command(
     arch: str,
     argv: Sequence[str],
@@ -563,7 +580,7 @@ def guest_command(
             interp = binfmt_state(t).entries[0].interpreter
             check_cpu(t, model, interp if Path(interp).exists() else qemu_binary(t), rootfs)
             extra["QEMU_CPU"] = model.qemu_cpu
-        cmd = ["chroot", str(rootfs)]
+        cmd = [*chroot_prefix(rootfs), str(rootfs)]
         if cwd:
             cmd += ["/usr/bin/env", f"--chdir={cwd}"]
         return [*cmd, *argv], guest_env(extra)

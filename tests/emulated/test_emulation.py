@@ -103,7 +103,7 @@ def test_platform_machine(arch: str, mode: str) -> None:
     assert r.stdout.strip() == t.cmake_system_processor
     launcher = r.stderr.splitlines()[0]
     if mode == "binfmt":
-        assert launcher.startswith("+ chroot ")
+        assert launcher.startswith("+ unshare --mount") and "exec chroot" in launcher
     else:
         assert launcher.startswith(f"+ {emulate.qemu_binary(t)} -L ")
 

@@ -181,7 +181,10 @@ def test_guest_command_binfmt_mode(tmp_path: Path, host_env_with_openblas: None,
         BinfmtEntry(name="rvtorch-riscv64", enabled=True, interpreter="/q", flags="F"),))
     monkeypatch.setattr(emulate, "binfmt_state", lambda t: st)
     cmd, env = guest_command("riscv64", ["python3", "-V"], cpu="rvv256", rootfs=root)
-    assert cmd == ["chroot", str(root), "python3", "-V"]
+    assert cmd == [*emulate.chroot_prefix(root), str(root), "python3", "-V"]
+    assert cmd[0] == "unshare" and "exec chroot" in cmd[-4]
+    # The private mount namespace needs these mount points.
+    assert all((root / d).is_dir() for d in ("proc", "sys", "dev/shm"))
     assert env["QEMU_CPU"] == "rv64,v=true,vext_spec=v1.0,vlen=256"
     assert env["TMPDIR"] == "/tmp" and "OPENBLAS_CORETYPE" not in env
     # Forcing the explicit mode works even when binfmt is there.
@@ -227,8 +230,9 @@ def test_missing_program_and_not_a_rootfs(tmp_path: Path, host_env_with_openblas
 def test_host_arch_is_native_chroot(tmp_path: Path, host_env_with_openblas: None,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     root = _fake_rootfs(tmp_path)
-    cmd, env = guest_command("host", ["python3", "-V"], rootfs=root)
-    assert cmd[0] == "chroot" and "QEMU_CPU" not in env
+    cmd, env = guest_command("host", ["python3", "-V"], rootfs=root, cwd="/etc")
+    assert cmd[0] == "unshare" and "QEMU_CPU" not in env
+    assert cmd[-5:] == [str(root), "/usr/bin/env", "--chdir=/etc", "python3", "-V"]
     monkeypatch.setattr(emulate, "is_root", lambda: False)
     with pytest.raises(UsageError, match="needs root"):
         guest_command("host", ["python3"], rootfs=root)
