@@ -56,7 +56,7 @@ def parse_ccache(text: str) -> dict[str, Any]:
         "hits": r"^\s*Hits:\s+(\d+)",
         "misses": r"^\s*Misses:\s+(\d+)",
         "uncacheable_calls": r"Uncacheable calls:\s+(\d+)",
-        "cache_size_gb": r"Cache size \(GB\):\s+([\d.]+)",
+        "cache_size_gib": r"Cache size \((?:GiB|GB)\):\s+([\d.]+)",
     }.items():
         m = re.search(pat, block, re.M)
         if m:
@@ -185,6 +185,7 @@ def snapshot(
     plan: build.Plan,
     rc: int | None = None,
     runner: str | None = None,
+    ccache_file: str | None = None,
 ) -> None:
     log = Path(plan.tree) / "build" / "rvtorch-build.log"
     entry = summarize(log, start, end, Path(plan.out))
@@ -204,6 +205,9 @@ def snapshot(
     )
     if runner:
         entry["runner"] = runner
+    if ccache_file and "ccache" not in entry:
+        # Mid-build statistics (`ccache --show-stats --verbose` run in the build environment).
+        entry["ccache"] = parse_ccache(Path(ccache_file).read_text())
     write_result(arch, entry)
 
 
@@ -227,7 +231,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         if end_f.exists()
         else None
     )
-    snapshot(args.arch, start, end, plan, runner=args.runner)
+    snapshot(args.arch, start, end, plan, runner=args.runner, ccache_file=args.ccache_stats)
     return 0
 
 
@@ -240,6 +244,8 @@ def main() -> int:
         p.add_argument("--jobs", type=int, default=2)
         p.add_argument("--out", default=None)
         p.add_argument("--runner", default=None, help="free text: how the build was run")
+        p.add_argument("--ccache-stats", default=None,
+                       help="file with `ccache --show-stats --verbose` output taken mid-build")
         p.set_defaults(func=func)
     args = ap.parse_args()
     return int(args.func(args))
