@@ -264,7 +264,9 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
     ccache = cache_dir() / "ccache"
     ccache.mkdir(parents=True, exist_ok=True)
     mounts = {str(repo_root()): str(repo_root()), str(cache_dir()): str(cache_dir())}
-    env = {"CCACHE_DIR": str(ccache), "CCACHE_BASEDIR": str(repo_root())}
+    # Each build runs in a fresh temp dir under the cache: with the cache as ccache's base dir,
+    # paths into it (build dir, unpacked libtorch) hash as relative ones, so a rebuild hits.
+    env = {"CCACHE_DIR": str(ccache), "CCACHE_BASEDIR": str(cache_dir())}
     try:
         with engine.container(image, mounts=mounts, env=env) as ctr:
             if fastflow:
