@@ -277,9 +277,14 @@ class Engine:
     def pull(self, ref: str) -> None:
         _run_logged([self.path, "pull", ref], error=UsageError, what=f"pull {ref}")
 
-    def import_tarball(self, tarball: Path, ref: str) -> None:
+    def import_tarball(self, tarball: Path, ref: str,
+                       labels: Mapping[str, str] | None = None) -> None:
         """Make image ``ref`` from a root filesystem tarball (the offline base image)."""
-        _run_logged([self.path, "import", str(tarball), ref], what=f"import {ref}")
+        argv = [self.path, "import"]
+        for k, v in (labels or {}).items():
+            argv += ["--change", f"LABEL {k}={v}"]
+        _run_logged([*argv, "--change", "CMD /bin/bash", str(tarball), ref],
+                    what=f"import {ref}")
 
     # -- containers -----------------------------------------------------------------------
     def exec_argv(
@@ -411,7 +416,8 @@ class Buildah(Engine):
         config = json.loads(r.stdout).get("OCIv1", {}).get("config", {})
         return dict(config.get("Labels") or {})
 
-    def import_tarball(self, tarball: Path, ref: str) -> None:
+    def import_tarball(self, tarball: Path, ref: str,
+                       labels: Mapping[str, str] | None = None) -> None:
         # buildah has no `import`: add the tarball (auto-extracted) to an empty container, named
         # like every rvtorch container so a killed import's leftover is found and removed.
         self.remove_stale_containers()
@@ -420,7 +426,10 @@ class Buildah(Engine):
         try:
             run([self.path, "add", ctr, str(tarball), "/"], capture=True,
                 what=f"add {tarball.name} to {ctr}")
-            _run_logged([self.path, "config", "--cmd", "/bin/bash", ctr], what=f"config {ctr}")
+            config = [self.path, "config", "--cmd", "/bin/bash"]
+            for k, v in (labels or {}).items():
+                config += ["--label", f"{k}={v}"]
+            _run_logged([*config, ctr], what=f"config {ctr}")
             run([self.path, "commit", "--quiet", ctr, ref], capture=True, what=f"commit {ref}")
         finally:
             run([self.path, "rm", ctr], check=False, capture=True)

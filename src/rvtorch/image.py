@@ -45,6 +45,8 @@ SELFTEST_DIR = "docker/selftest"
 # Where the image carries its self-test sources (COPY in the Dockerfile).
 IMAGE_SELFTEST_DIR = "/opt/rvtorch/selftest"
 FINAL_STAGE = "cross"
+# On the base image: how it was made ("debootstrap <mirror>" offline, "pull <ref>").
+BASE_SOURCE_LABEL = "io.rvtorch.base-source"
 # Bumped when the way inputs are hashed changes (forces new tags).
 HASH_SCHEMA = "1"
 SELFTEST_THREADS = 4
@@ -313,7 +315,7 @@ def _bootstrap_base(engine: Engine, ref: str, suite: str, mirror: str) -> None:
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs),
              "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*",
              "-cf", str(tarball), "."], what="tar of the base rootfs")
-        engine.import_tarball(tarball, ref)
+        engine.import_tarball(tarball, ref, labels={BASE_SOURCE_LABEL: f"debootstrap {mirror}"})
         print(f"rvtorch: base image {ref} made in {time.monotonic() - t0:.0f} s",
               file=sys.stderr)
     finally:

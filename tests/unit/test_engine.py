@@ -204,3 +204,21 @@ def test_stale_containers_of_dead_processes_are_removed(fake_path: Path, tmp_pat
     eng = engine.detect_engine()
     assert eng.remove_stale_containers() == [f"rvtorch-{dead}-0123abcd"]
     assert f"buildah rm rvtorch-{dead}-0123abcd" in _calls(fake_path)
+
+
+def test_import_with_labels(fake_path: Path, tmp_path: Path) -> None:
+    _fake(fake_path, "docker", '#!/bin/sh\necho "docker $*" >> "$FAKE_LOG"\n')
+    _fake(fake_path, "buildah", BUILDAH_OK)
+    tarball = tmp_path / "rootfs.tar"
+    engine.Docker(str(fake_path / "docker")).import_tarball(tarball, "img:1", labels={"a": "b"})
+    assert _calls(fake_path)[-1] == (
+        f"docker import --change LABEL a=b --change CMD /bin/bash {tarball} img:1")
+    engine.Buildah(str(fake_path / "buildah")).import_tarball(tarball, "img:2", labels={"a": "b"})
+    calls = _calls(fake_path)
+    assert any(c.startswith("buildah from --name rvtorch-") and c.endswith(" scratch")
+               for c in calls)
+    assert any(c.startswith("buildah add rvtorch-") and c.endswith(f"{tarball} /") for c in calls)
+    assert any(c.startswith("buildah config --cmd /bin/bash --label a=b rvtorch-") for c in calls)
+    assert any(c.startswith("buildah commit --quiet rvtorch-") and c.endswith(" img:2")
+               for c in calls)
+    assert calls[-1].startswith("buildah rm rvtorch-")
