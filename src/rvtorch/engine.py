@@ -363,6 +363,20 @@ class Docker(Engine):
 class Podman(Engine):
     name = "podman"
 
+    def build_argv(
+        self,
+        dockerfile: Path,
+        context: Path,
+        tag: str,
+        build_args: Mapping[str, str],
+        target: str | None,
+        labels: Mapping[str, str],
+        no_cache: bool,
+    ) -> list[str]:
+        argv = super().build_argv(dockerfile, context, tag, build_args, target, labels, no_cache)
+        # Like buildah (podman builds with it): the OCI format would drop the Dockerfile's SHELL.
+        return [*argv[:2], "--format", "docker", "--force-rm", *argv[2:]]
+
     def image_exists(self, ref: str) -> bool:
         return _quiet([self.path, "image", "exists", ref]).returncode == 0
 

@@ -154,8 +154,9 @@ def test_docker_and_podman_command_lines() -> None:
         assert start[-2:] == ["img", "infinity"]
         ex = eng.exec_argv("ctr", ["ls", "-l"], {"K": "V"}, "/w")
         assert ex == ["/usr/bin/x", "exec", "-e", "K=V", "-w", "/w", "ctr", "ls", "-l"]
+        fmt = ["--format", "docker", "--force-rm"] if cls is engine.Podman else []
         assert eng.build_argv(Path("f"), Path("c"), "t", {}, None, {}, False) == [
-            "/usr/bin/x", "build", "-f", "f", "-t", "t", "c"]
+            "/usr/bin/x", "build", *fmt, "-f", "f", "-t", "t", "c"]
 
 
 def test_buildah_container_runs_with_mounts_and_is_removed(fake_path: Path,
