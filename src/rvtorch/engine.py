@@ -274,6 +274,14 @@ class Engine:
         if self.image_exists(ref):
             run([self.path, "rmi", ref], check=False, capture=True)
 
+    def list_images_argv(self) -> list[str]:
+        return [self.path, "images", "--format", "{{.Repository}}:{{.Tag}}"]
+
+    def list_images(self) -> list[str]:
+        """Every tagged image reference (``name:tag``)."""
+        r = _quiet(self.list_images_argv(), timeout=120)
+        return [x for x in r.stdout.split() if x and not x.endswith(":<none>")]
+
     def pull(self, ref: str) -> None:
         _run_logged([self.path, "pull", ref], error=UsageError, what=f"pull {ref}")
 
@@ -472,3 +480,6 @@ class Buildah(Engine):
 
     def list_containers_argv(self) -> list[str]:
         return [self.path, "containers", "--format", "{{.ContainerName}}"]
+
+    def list_images_argv(self) -> list[str]:
+        return [self.path, "images", "--format", "{{.Name}}:{{.Tag}}"]

@@ -378,6 +378,36 @@ def build_image(
     return refs.good
 
 
+def current_refs(engine: Engine) -> dict[str, ImageRefs]:
+    """The tags the current checkout's images have (per arch), given the existing base image."""
+    m = matrix()
+    base = m.project.base_image
+    base_id = engine.image_id(base) or base
+    return {t.arch: ImageRefs(t.arch, content_hash(t, base_id=base_id, m=m)) for t in m.targets}
+
+
+def stale_images(engine: Engine) -> list[str]:
+    """Toolchain image tags of other content hashes than the current checkout's (superseded
+    builds, failed self-tests): what ``rvtorch image prune`` removes."""
+    m = matrix()
+    keep = set()
+    for refs in current_refs(engine).values():
+        keep |= {refs.good, refs.alias}
+    pattern = re.compile(rf"^{re.escape(m.project.image)}:(?:{'|'.join(m.arches)})"
+                         r"(?:-[0-9a-f]{16}(?:-untested)?)?$")
+    return sorted(r for r in engine.list_images() if pattern.match(r) and r not in keep)
+
+
+def prune(engine: Engine, *, dry_run: bool = False) -> list[str]:
+    """Remove stale toolchain image tags (layers go when nothing else uses them)."""
+    stale = stale_images(engine)
+    if not dry_run:
+        with _lock("image-build"):
+            for ref in stale:
+                engine.remove_image(ref)
+    return stale
+
+
 def ensure_image(arch: str, *, engine: Engine | None = None) -> str:
     """The reference of a tested toolchain image for ``arch``; builds it when missing.
 

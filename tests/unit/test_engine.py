@@ -38,6 +38,7 @@ case "$1" in
   version) echo "Version: 1.28.2"; exit 0 ;;
   from) [ -n "$FAKE_FROM_FAILS" ] && { echo "no such image" >&2; exit 125; }; exit 0 ;;
   containers) /bin/cat "$FAKE_CONTAINERS" 2>/dev/null; exit 0 ;;
+  images) /bin/cat "$FAKE_IMAGES" 2>/dev/null; exit 0 ;;
 esac
 exit 0
 """
@@ -223,3 +224,22 @@ def test_import_with_labels(fake_path: Path, tmp_path: Path) -> None:
     assert any(c.startswith("buildah commit --quiet rvtorch-") and c.endswith(" img:2")
                for c in calls)
     assert calls[-1].startswith("buildah rm rvtorch-")
+
+
+def test_prune_selects_only_superseded_toolchain_tags(fake_path: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from rvtorch import image
+    from rvtorch.targets import matrix
+
+    _fake(fake_path, "buildah", BUILDAH_OK)
+    eng = engine.detect_engine()
+    current = image.current_refs(eng)
+    name = matrix().project.image
+    arch = matrix().arches[0]
+    old = [f"{name}:{arch}-0123456789abcdef", f"{name}:{arch}-0123456789abcdef-untested"]
+    keep = [current[arch].good, current[arch].alias, f"{name}-torch:{arch}-0123456789abcdef",
+            "localhost/debian:trixie", f"{name}:{arch}-not-a-hash"]
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join([*old, *keep, "<none>:<none>"]) + "\n")
+    monkeypatch.setenv("FAKE_IMAGES", str(listing))
+    assert image.stale_images(eng) == sorted(old)

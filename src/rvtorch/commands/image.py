@@ -66,6 +66,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                                                   "current content hash, built if missing)")
     t.set_defaults(func=run_test)
 
+    pr = isub.add_parser("prune", help="remove toolchain image tags of superseded content "
+                                        "hashes (and failed self-tests)")
+    _add_engine(pr)
+    pr.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    pr.set_defaults(func=run_prune)
+
     tc = isub.add_parser("toolchains", help="rewrite toolchains/*.cmake and toolchains/conan/* "
                                             "from targets.toml")
     tc.add_argument("--check", action="store_true",
@@ -114,6 +120,13 @@ def run_test(args: argparse.Namespace) -> int:
         ref = args.image or image.ensure_image(arch, engine=eng)
         for r in image.self_test(ref, arch, engine=eng):
             print(f"{r.arch} {r.cpu}: {r.line}")
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    eng = detect_engine(args.engine, need_run=False)
+    for ref in image.prune(eng, dry_run=args.dry_run):
+        print(("would remove " if args.dry_run else "removed ") + ref)
     return 0
 
 
