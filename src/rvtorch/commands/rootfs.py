@@ -7,7 +7,14 @@ import json
 
 from ..emulate import all_arches, resolve
 from ..errors import UsageError
-from ..rootfs import ensure_rootfs, is_complete, list_rootfs, remove_rootfs, rootfs_path
+from ..rootfs import (
+    ensure_many,
+    ensure_rootfs,
+    is_complete,
+    list_rootfs,
+    remove_rootfs,
+    rootfs_path,
+)
 
 
 def _arch_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     rsub.required = True
 
     c = rsub.add_parser("create", help="create (or reuse) the rootfs; prints its path")
-    _arch_args(c)
+    c.add_argument("--arch", required=True, action="append",
+                   help="a targets.toml arch, or 'host' (repeatable: built side by side)")
+    c.add_argument("--with-torch", action="store_true",
+                   help="the rootfs with Debian's python3-torch, numpy and OpenBLAS")
+    c.add_argument("--jobs", type=int, default=3, help="rootfs built at once (default 3)")
     c.add_argument("--debian-mirror", metavar="URL",
                    help="Debian archive URL (default: $RVTORCH_DEBIAN_MIRROR, else host apt)")
     c.set_defaults(func=run_create)
@@ -42,8 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run_create(args: argparse.Namespace) -> int:
-    path = ensure_rootfs(args.arch, args.with_torch, mirror=args.debian_mirror)
-    print(path)
+    if len(args.arch) == 1:
+        print(ensure_rootfs(args.arch[0], args.with_torch, mirror=args.debian_mirror))
+        return 0
+    specs = [(arch, args.with_torch) for arch in dict.fromkeys(args.arch)]
+    for path in ensure_many(specs, jobs=args.jobs, mirror=args.debian_mirror).values():
+        print(path)
     return 0
 
 
