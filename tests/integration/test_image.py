@@ -115,6 +115,46 @@ def test_image_builds_and_passes_self_test(engine, arch: str) -> None:  # type: 
         assert py == "x86_64"  # the build python was not replaced by the target's
 
 
+def _checkout_copy(root: Path, arch: str) -> None:
+    """The files `rvtorch image build` reads, copied to ``root`` (used as RVTORCH_ROOT)."""
+    t = matrix().target(arch)
+    for rel in [*image.image_inputs(t), "toolchains/targets.toml",
+                *[f"toolchains/{p.name}" for p in (ROOT / "toolchains").glob("*.cmake")],
+                *[f"toolchains/conan/{p.name}" for p in (ROOT / "toolchains/conan").iterdir()]]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, root / rel)
+
+
+def test_failed_self_test_is_not_reused(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An image whose self-test fails keeps only its -untested tag: exit 4, nothing reused."""
+    arch = ARCHES[0]
+    t = matrix().target(arch)
+    root = tmp_path / "checkout"
+    _checkout_copy(root, arch)
+    # A self-test program that lies about the CPU: every model must then fail the check.
+    src = root / image.SELFTEST_DIR / "selftest.cpp"
+    src.write_text(src.read_text().replace("cpu_has_vector() ? 1 : 0", "7"))
+    base_id = engine.image_id(image.ensure_base(engine)) or matrix().project.base_image
+    refs = image.ImageRefs(arch, image.content_hash(t, base_id=base_id, root=root))
+    env = {**os.environ, "RVTORCH_ROOT": str(root)}
+    try:
+        for _ in range(2):  # the rerun builds and tests again instead of reusing
+            r = subprocess.run([sys.executable, "-m", "rvtorch", "image", "build", "--arch", arch],
+                               env=env, capture_output=True, text=True, timeout=1800,
+                               check=False)
+            assert r.returncode == 4, r.stderr[-2000:]
+            last = r.stderr.strip().splitlines()[-1]
+            assert last.startswith(f"rvtorch: error: image self-test failed for {arch} on CPU "
+                                   f"{t.cpu[0].name}"), last
+            assert r.stdout == ""
+            assert not engine.image_exists(refs.good)
+            assert engine.image_exists(refs.untested)
+    finally:
+        for ref in (refs.untested, refs.good):
+            engine.remove_image(ref)
+        engine.tag(image.ensure_image(arch, engine=engine), refs.alias)
+
+
 def test_killed_build_is_not_reused(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL during the build/self-test: the tested tag never appears, a rerun rebuilds."""
     arch = ARCHES[0]
@@ -122,11 +162,7 @@ def test_killed_build_is_not_reused(engine, tmp_path: Path) -> None:  # type: ig
     # A checkout whose Dockerfile differs by a comment: a new content hash whose layers all
     # come from the cache, so the build reaches its self-test quickly.
     root = tmp_path / "checkout"
-    for rel in [*image.image_inputs(t), "toolchains/targets.toml",
-                *[f"toolchains/{p.name}" for p in (ROOT / "toolchains").glob("*.cmake")],
-                *[f"toolchains/conan/{p.name}" for p in (ROOT / "toolchains/conan").iterdir()]]:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, root / rel)
+    _checkout_copy(root, arch)
     with (root / image.DOCKERFILE).open("a") as fh:
         fh.write(f"# killed-build test {uuid.uuid4().hex}\n")
     base_id = engine.image_id(image.ensure_base(engine)) or matrix().project.base_image
