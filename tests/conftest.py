@@ -17,7 +17,9 @@ def repo_root() -> Path:
     return ROOT
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 3600
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m rvtorch ARGS`` as a user would and capture its output."""
     full_env = dict(os.environ)
     if env:
