@@ -62,5 +62,6 @@ def run(
         tail = ""
         if capture and proc.stderr:
             tail = ": " + proc.stderr.strip().splitlines()[-1][:300]
-        raise error(f"{what or shlex.join(map(str, cmd[:3]))} failed (exit {proc.returncode}){tail}")
+        name = what or shlex.join(map(str, cmd[:3]))
+        raise error(f"{name} failed (exit {proc.returncode}){tail}")
     return proc
