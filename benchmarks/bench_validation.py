@@ -47,6 +47,13 @@ def suite_times(run: dict[str, Any]) -> dict[str, Any]:
             for s, v in run["suites"].items()}
 
 
+def write(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--arch", action="append", default=[],
@@ -80,6 +87,7 @@ def main() -> int:
                 summarise(rep)
                 out["native_x86"] = {"ok": rep["ok"], "failures": rep["failures"],
                                      "suites": suite_times(native)}
+            write(out, args.out)  # after every arch: a long run that is cut keeps what it had
     # The table: suite x (native, each arch/CPU model) with the slowdown factor.
     # CPU seconds next to wall seconds: on a shared 2-core machine the wall time depends on the
     # load of other jobs, the CPU time of the suite's own processes much less.
@@ -99,10 +107,7 @@ def main() -> int:
                      for cpu, t in a["cpu"].items()}
         a["per_model_total_s"] = per_model
         print(f"{arch}: whole default suite per CPU model: {per_model}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(out, indent=1) + "\n")
-    os.replace(tmp_out, args.out)
+    write(out, args.out)
     print(f"wrote {args.out}")
     ok = all(a["ok"] for a in out["emulated"].values()) and out["native_x86"].get("ok")
     return 0 if ok else 1

@@ -179,6 +179,7 @@ def make_plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
                         linestyle="-" if scheme == "master-worker" else "--",
                         label=f"{lab} {scheme}")
         ax.axhline(0.9, color="gray", linewidth=0.8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("round")
         ax.set_ylabel("held-out accuracy")
         ax.set_title("FedAvg on 8x8 digits (gloo), per round")

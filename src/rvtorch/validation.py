@@ -333,6 +333,8 @@ def run_fl(pyenv: PyEnv, guest_dir: str, host_dir: Path, role: str, opts: Option
             problems.append(f"rank {rank}: {state}")
         ranks.append({"rank": rank, "exit": code, "state": state, "result": res,
                       "log_tail": _tail(text)})
+    # The root cause first: a rank that died or hung, then the peers that failed because of it.
+    problems.sort(key=lambda p: 0 if ("signal" in p or "hung" in p) else 1)
     if wall >= (deadline - t0):
         problems.insert(0, f"FL did not finish within {deadline - t0:.0f} s")
     main: dict[str, Any] | None = ranks[0]["result"]
