@@ -230,6 +230,7 @@ def run_emulated(arch: str = "riscv64", *, sizes: Sequence[int] = SIZES, min_tim
     if count_rvv:
         report["vector_instructions"] = count_vector_instructions(
             t, {lib.name: lib.host_path for lib in libs})
+    report["meta"]["load_avg_end"] = round(os.getloadavg()[0], 1)
     _summarise(report, sizes)
     return report
 
@@ -265,6 +266,7 @@ def run_native(*, libs: Mapping[str, Path], sizes: Sequence[int] = SIZES,
             row[name] = res
             print(_line("native", name, res), file=sys.stderr, flush=True)
     report["models"]["native"] = row
+    report["meta"]["load_avg_end"] = round(os.getloadavg()[0], 1)
     if objdump:
         from .rvv_count import count
 
@@ -278,6 +280,8 @@ def _meta(arch: str, sizes: Sequence[int], min_time: float, mode: str) -> dict[s
         "arch": arch, "mode": mode, "sizes": list(sizes), "min_time_s": min_time,
         "threads": 1, "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%MZ"),
         "host": f"{platform.machine()} {os.cpu_count()} cpus",
+        # Other work on the machine skews GFLOPS: the 1-minute load average, start and end.
+        "load_avg_start": round(os.getloadavg()[0], 1),
     }
     if mode == "qemu":
         t = target(arch)

@@ -85,6 +85,7 @@ class TestPackageConan(ConanFile):
             return
         for name, model in models.items():
             text = self._guest_run(binary, model.get("qemu_cpu"))
+            self.output.info(f"cpu {name}:\n{text.strip()}")
             corename = next(
                 (ln.split(":", 1)[1].strip() for ln in text.splitlines()
                  if ln.startswith("openblas corename:")),
