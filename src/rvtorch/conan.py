@@ -191,10 +191,10 @@ def conan_exe() -> str:
 
 
 def run_conan(args: Sequence[str], *, home: Path | None = None, capture: bool = False,
-              check: bool = True, what: str | None = None) -> Any:
+              check: bool = True, quiet: bool = False, what: str | None = None) -> Any:
     home = setup_home(home)
     return proc.run([conan_exe(), *args], env=conan_env(home), capture=capture, check=check,
-                    what=what or f"conan {args[0] if args else ''}".strip())
+                    quiet=quiet, what=what or f"conan {args[0] if args else ''}".strip())
 
 
 # ----------------------------------------------------------------------- filling the cache

@@ -157,6 +157,28 @@ def conan_deploy_argv(spec: DepSpec, t: Target, dest: Path) -> list[str]:
             f"--deployer-folder={dest}"]
 
 
+def preflight(spec: DepSpec, t: Target) -> None:
+    """Resolve the graph on the host (seconds, no image) so a bad option fails before a build.
+
+    An unknown option value is Conan's own error; a configuration the recipe refuses is its
+    ``validate()`` message. Both become a one-line usage error (exit 2).
+    """
+    host, build = profiles(t)
+    proc = conan.run_conan(["graph", "info", f"--requires={spec.ref}", "-r", conan.REMOTE_NAME,
+                            "-pr:h", str(host), "-pr:b", str(build), *spec.option_args(),
+                            *spec.conf_args(), "-f", "json"],
+                           capture=True, check=False, quiet=True)
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+        err = [ln for ln in lines if ln.startswith("ERROR:")]
+        tail = lines[lines.index(err[-1]):] if err else lines[-2:]
+        raise UsageError(f"{spec.ref}: " + " ".join(tail).removeprefix("ERROR: "))
+    nodes = json.loads(proc.stdout)["graph"]["nodes"].values()
+    for node in nodes:
+        if node.get("info_invalid"):
+            raise UsageError(f"{spec.ref}: invalid configuration: {node['info_invalid']}")
+
+
 def _publish(staged: Path, final: Path) -> None:
     """Replace ``final`` with ``staged`` so a reader never sees half a prefix."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -209,6 +231,9 @@ def build(arch: str, *, only: Sequence[str] | None = None, test: bool = True, de
     names = list(only or DEFAULT_DEPS)
     specs = [spec_for(n, t, **spec_kw) for n in names]
     home = conan.setup_home()
+    for spec in specs:
+        if spec.name != "libtorch":  # its inputs only exist inside the container
+            preflight(spec, t)
     conan.ensure_sources(required_sources(specs), mirror=debian_mirror,
                          source_mirror=source_mirror)
     engine = detect_engine(engine_name)

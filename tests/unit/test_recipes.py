@@ -289,3 +289,17 @@ def test_deps_cli_usage_errors(home: dict[str, str]) -> None:
     assert r.returncode == 2 and "did you mean 'riscv64'" in r.stderr
     r = run_cli("deps", "show", "--arch", "riscv64", env=env)
     assert r.returncode == 2 and "rvtorch deps build --arch riscv64" in r.stderr
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("threading=tbb", "'tbb' is not a valid 'options.threading' value. Possible values are"),
+    ("precisions=sd", "invalid configuration: openblas: dynamic_arch needs every precision"),
+])
+def test_deps_build_bad_option_fails_before_any_container(home: dict[str, str], option: str,
+                                                          message: str) -> None:
+    """The graph is resolved on the host first: one line, exit 2, no image, no build."""
+    r = run_cli("deps", "build", "--arch", "riscv64", "--openblas-option", option,
+                env={"RVTORCH_CACHE": home["RVTORCH_CACHE"], "RVTORCH_ENGINE": "none-such"})
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("rvtorch: error: openblas/0.3.34+ds: ") and message in last, last
