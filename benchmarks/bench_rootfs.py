@@ -64,11 +64,42 @@ def cold_parallel(arches: list[str], env: dict[str, str], logdir: Path) -> dict[
     return out
 
 
+def collect(scratch: Path, out: Path) -> int:
+    """Results from the manifests a run left in ``scratch`` (the run may have been stopped)."""
+    results: dict[str, dict] = {}
+    for manifest in sorted((scratch / "rootfs").glob("*.json")):
+        m = json.loads(manifest.read_text())
+        r = results.setdefault(m["arch"], {})
+        kind = "torch" if m["with_torch"] else "base"
+        r[f"{kind}_step_wall_s"] = m["seconds"]
+        r[f"{kind}_created"] = m["created"]
+        r[f"{kind}_packages"] = len(m["packages"])
+        if m["with_torch"]:
+            r["torch"], r["blas"] = m["torch"], m["blas"]
+    unfinished = sorted(p.name for p in (scratch / "rootfs").glob(".*.tmp-*"))
+    data = {
+        "what": "collected from the manifests of an interrupted bench run (per-step wall "
+                "seconds of the steps that completed, all arches started at once)",
+        "unfinished": unfinished,
+        "loadavg_at_collect": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "arches": results,
+    }
+    out.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(data, indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", action="append", help="arch to measure (repeatable; default all)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--collect", type=Path, metavar="CACHE",
+                    help="only read the manifests of a (possibly interrupted) run's scratch "
+                    "cache: per-step wall seconds of what completed; no CPU times")
     args = ap.parse_args()
+    if args.collect:
+        return collect(args.collect, args.out)
     if os.geteuid() != 0:
         print("bench_rootfs: needs root (debootstrap, chroot, binfmt)", file=sys.stderr)
         return 2

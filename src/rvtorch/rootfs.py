@@ -358,6 +358,8 @@ def _create_in(arch: str, with_torch: bool, final: Path, mirror: str, lock_fd: i
     try:
         if with_torch:
             base = ensure_rootfs(arch, False, mirror=mirror)
+            # "seconds" in the manifest is this step's own time, without the base's.
+            start = time.monotonic()
             _run(["cp", "-a", "--reflink=auto", base, tmp], lock_fd, "copy the base rootfs")
             _add_torch(arch, tmp, lock_fd)
         else:
