@@ -121,3 +121,25 @@ def test_a_hung_rank_is_reported_within_the_timeout() -> None:
     assert not run.ok
     assert "rank 2: hung: stopped by the launcher" in run.problem
     assert wall < 300
+
+
+def test_a_wheel_goes_into_a_fresh_venv_in_the_target_rootfs(tmp_path: Path) -> None:
+    """--wheel: the guest makes the venv (--system-site-packages), the wheel lands in it."""
+    import subprocess
+
+    from rvtorch.validation import Options, target_env
+    from tests.unit.test_validation import _tiny_wheel
+
+    t = matrix().target("riscv64")
+    opts = Options(arch="riscv64", cpus=(), suites=("smoke",), report=tmp_path / "r",
+                   wheel=_tiny_wheel(tmp_path))
+    probe = "import sys, tinypkg, torch; print(tinypkg.__file__, sys.prefix, torch.__version__)"
+    with target_env(opts) as (env, info):
+        cmd, genv = env.command(["-c", probe], cpu=t.scalar_models[0].name, env={})
+        proc = subprocess.run(cmd, env=genv, capture_output=True, text=True, timeout=600,
+                              check=False)
+        venv = info["venv"]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pkg, prefix, torch_version = proc.stdout.split()
+    assert pkg.startswith(f"{venv}/lib/") and prefix == venv
+    assert torch_version.startswith("2.6.0")  # Debian's torch through --system-site-packages
