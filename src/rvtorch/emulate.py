@@ -534,12 +534,13 @@ def mode_for(arch: str, rootfs: Path | None) -> str:
     return "binfmt"
 
 
-# Runs on the host: mounts /proc, /sys and a /dev/shm tmpfs inside the rootfs in a private mount
+# Runs on the host: mounts /proc, /sys (a bind: a second sysfs mount fails where one is already
+# mounted, e.g. during debootstrap) and a /dev/shm tmpfs inside the rootfs in a private mount
 # namespace (they vanish with the guest, nothing leaks into the cache), then chroots. Without
 # /proc torch's cpuinfo fails to parse the CPU; without /dev/shm Python's multiprocessing locks
 # fail. "$0" is the rootfs; sh's own PWD must not reach the guest.
 _CHROOT_SCRIPT = (
-    'mount -t proc proc "$0/proc" && mount -t sysfs sysfs "$0/sys" && '
+    'mount -t proc proc "$0/proc" && mount --bind /sys "$0/sys" && '
     'mount -t tmpfs -o mode=1777 shm "$0/dev/shm" && unset PWD OLDPWD && exec chroot "$0" "$@"'
 )
 
