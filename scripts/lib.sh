@@ -27,7 +27,7 @@ host_python() {
 # Create the project venv (once) and install rvtorch into it; extras as "$1" (e.g. dev).
 ensure_venv() {
   local extras="${1:-}" spec="$RVTORCH_ROOT" stamp
-  [ -n "$extras" ] && spec="$RVTORCH_ROOT[$extras]"
+  [ -n "$extras" ] && spec="${RVTORCH_ROOT}[${extras}]"
   stamp="$RVTORCH_VENV/.rvtorch-installed-${extras:-base}"
   if [ ! -x "$RVTORCH_VENV/bin/python" ]; then
     log "creating venv $RVTORCH_VENV"
