@@ -114,6 +114,11 @@ def cross_env(t: Target, tv: TorchVersion) -> dict[str, str]:
         "PYTORCH_BUILD_VERSION": wheel_version(tv, t),
         "PYTORCH_BUILD_NUMBER": "1",
         "QEMU_LD_PREFIX": "/",
+        # PyTorch compiles __FILE__ into libtorch (c10/util/Exception.h): map the container's
+        # source path to "." so no build path reaches the wheel (check-wheel rejects them).
+        # CMake appends these to the toolchain file's CMAKE_<LANG>_FLAGS_INIT (-march/-mabi).
+        "CFLAGS": f"-ffile-prefix-map={CTR_SRC}=.",
+        "CXXFLAGS": f"-ffile-prefix-map={CTR_SRC}=.",
     }
 
 
@@ -569,7 +574,8 @@ def finish_wheel(
         report = wheel_mod.check_wheel(wheel, t, build_paths=build_paths)
         extra["check"] = report.to_json()
         if not report.ok:
-            raise ValidationError("check-wheel failed: " + report.summary().splitlines()[1].strip())
+            # A wheel that fails its checks is a build error (exit 4), as for `rvtorch check-wheel`.
+            raise BuildError("check-wheel failed: " + report.summary().splitlines()[1].strip())
     info["steps"]["repair_check"] = time.monotonic() - s
     if smoke:
         s = time.monotonic()
@@ -658,8 +664,6 @@ def smoke_wheel(wheel: Path, arch: str) -> dict[str, Any]:
             }
     failed = [c for c, r in results.items() if not r["ok"]]
     if failed:
-        from .errors import ValidationError
-
         raise ValidationError(
             f"smoke test failed under QEMU on {', '.join(failed)}",
             hint=results[failed[0]]["out"][-150:],
