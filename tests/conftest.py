@@ -28,3 +28,33 @@ def run_cli(
         [sys.executable, "-m", "rvtorch", *args],
         capture_output=True, text=True, env=full_env, timeout=timeout, check=False,
     )
+
+
+# Tests too expensive for the 60-minute CI run on a fresh 2-core machine: data with a reason,
+# reviewed when the cost changes. `./scripts/test.sh` deselects `slow` unless RVTORCH_TEST_SLOW=1.
+SLOW_TESTS: dict[str, str] = {
+    # nodeid substring -> why it is slow
+    "tests/emulated/*aarch64": "needs the arm64 rootfs: ~45 min cold (debootstrap's second stage "
+    "parses package lists with perl under qemu-aarch64 7.2)",
+    "test_aarch64_default_suite_one_model": "needs the arm64 torch rootfs (see above)",
+    "test_torch_version_parity_target_vs_host": "needs the arm64 torch rootfs (see above)",
+    "test_openblas_armv8_builds_and_runs": "a second cold OpenBLAS build (~12 min on 2 cores)",
+}
+SLOW_ROOTFS_ARCHES = {"aarch64"}
+
+
+def slow_reason(nodeid: str) -> str | None:
+    for pattern, reason in SLOW_TESTS.items():
+        if "*" in pattern:
+            prefix, needle = pattern.split("*", 1)
+            if nodeid.startswith(prefix) and needle in nodeid:
+                return reason
+        elif pattern in nodeid:
+            return reason
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if slow_reason(item.nodeid):
+            item.add_marker(pytest.mark.slow)
