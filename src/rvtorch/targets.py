@@ -197,16 +197,20 @@ def parse_matrix(data: dict[str, Any], where: str = "targets.toml") -> Matrix:
     return Matrix(project=project, targets=tuple(targets))
 
 
-def load_matrix(path: Path | None = None) -> Matrix:
-    path = path or data_dir("toolchains") / "targets.toml"
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read one of the project's TOML data files; a missing or invalid file is a usage error."""
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError as exc:
-        raise UsageError(f"target matrix {path} not found") from exc
+        raise UsageError(f"{path} not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from exc
-    return parse_matrix(data, path.name)
+
+
+def load_matrix(path: Path | None = None) -> Matrix:
+    path = path or data_dir("toolchains") / "targets.toml"
+    return parse_matrix(read_toml(path), path.name)
 
 
 @cache

@@ -7,7 +7,6 @@ The flag precedence chain lives in :meth:`TorchVersion.resolve_env` and nowhere 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -16,7 +15,7 @@ from typing import Any
 
 from .errors import UsageError
 from .paths import data_dir
-from .targets import matrix, suggest
+from .targets import matrix, read_toml, suggest
 
 PROVIDERS = ("upstream", "debian")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -243,14 +242,7 @@ def parse_spec(data: Mapping[str, Any], where: str = "torch.toml") -> TorchSpec:
 
 def load_spec(path: Path | None = None) -> TorchSpec:
     path = path or data_dir("toolchains") / "torch.toml"
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise UsageError(f"{path} not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: invalid TOML: {exc}") from exc
-    return parse_spec(data, path.name)
+    return parse_spec(read_toml(path), path.name)
 
 
 @cache
