@@ -38,7 +38,6 @@ SLOW_TESTS: dict[str, str] = {
     "parses package lists with perl under qemu-aarch64 7.2)",
     "test_aarch64_default_suite_one_model": "needs the arm64 torch rootfs (see above)",
     "test_torch_version_parity_target_vs_host": "needs the arm64 torch rootfs (see above)",
-    "test_openblas_armv8_builds_and_runs": "a second cold OpenBLAS build (~12 min on 2 cores)",
 }
 SLOW_ROOTFS_ARCHES = {"aarch64"}
 
