@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import UsageError
@@ -34,9 +35,10 @@ def cache_dir(create: bool = True) -> Path:
     if create:
         try:
             path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".write-probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            # A unique probe, tolerant of a concurrent cleanup removing it first.
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
+            os.close(fd)
+            Path(probe).unlink(missing_ok=True)
         except OSError as exc:
             raise UsageError(
                 f"cache directory {path} is not writable: {exc.strerror}",
