@@ -86,15 +86,15 @@ RUN test -n "${TARGET_ARCH}" && test -n "${CROSS_TRIPLE}" && test -n "${DEBIAN_A
  && dpkg --add-architecture "${DEBIAN_ARCH}" \
  && sed -e 's/#.*//' /opt/rvtorch/sysroot-packages.txt | awk -v a="${DEBIAN_ARCH}" \
       'NF == 1 { print $1 ":" a } NF > 1 { for (i = 2; i <= NF; i++) { w = $i; gsub(/[][]/, "", w); if (w == a) print $1 ":" a } }' \
-      > /tmp/sysroot-packages \
+      > /opt/rvtorch/sysroot-packages.resolved \
  && apt-get update \
- && xargs -a /tmp/sysroot-packages apt-get install -y --no-install-recommends \
+ && xargs -a /opt/rvtorch/sysroot-packages.resolved apt-get install -y --no-install-recommends \
       "g++-${GCC_VERSION}-${CROSS_TRIPLE}" "binutils-${CROSS_TRIPLE}" \
  && if dpkg-query -W "python3:${DEBIAN_ARCH}" >/dev/null 2>&1; then \
       echo "python3:${DEBIAN_ARCH} got installed: it would replace the build python" >&2; exit 1; \
     fi \
  && dpkg-query -W -f '${binary:Package} ${Version}\n' > /opt/rvtorch/packages.txt \
- && rm -rf /var/lib/apt/lists/* /tmp/sysroot-packages
+ && rm -rf /var/lib/apt/lists/*
 COPY toolchains/${CROSS_TRIPLE}.cmake /opt/rvtorch/toolchains/${CROSS_TRIPLE}.cmake
 COPY toolchains/conan/ /opt/rvtorch/toolchains/conan/
 # The image's self-test travels with it: `rvtorch image test` of any image runs its own version.

@@ -653,9 +653,10 @@ def _rootfs_arch(rootfs: Path) -> str | None:
 def guest_tmpdir(rootfs: Path, arch: str | None = None) -> Iterator[tuple[Path, str]]:
     """A fresh directory inside ``rootfs`` as (host path, guest path); removed on exit.
 
-    The guest path depends on how the guest runs: ``/tmp/rvtorch-XXXX`` under chroot, the host
-    path itself under explicit ``qemu -L`` (new files there must not fall through to the host's
-    /tmp). ``arch`` defaults to the one recorded in the rootfs's manifest.
+    The guest path depends on how the guest runs: a ``rvtorch-XXXX`` directory in the guest's
+    temp dir under chroot, the host path itself under explicit ``qemu -L`` (new files there must
+    not fall through to the host's temp dir). ``arch`` defaults to the one recorded in the
+    rootfs's manifest.
     """
     rootfs = Path(rootfs).resolve()
     arch = arch or _rootfs_arch(rootfs)

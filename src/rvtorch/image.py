@@ -469,7 +469,7 @@ def self_test(ref: str, arch: str, *, engine: Engine | None = None) -> list[Self
                       f"{toolchain.conan_host_profile_name(matrix(), t)}",
                       "-pr:b", f"/opt/rvtorch/toolchains/conan/"
                       f"{toolchain.conan_build_profile_name(matrix())}"],
-                     capture=True, env={"CONAN_HOME": "/tmp/conan-home"})
+                     capture=True, env={"CONAN_HOME": "/opt/rvtorch/selftest-conan-home"})
             elf_info = check_elf(work / "selftest", t)
             print(f"rvtorch: self-test ELF {elf_info}", file=sys.stderr)
             for cpu in t.cpu:
