@@ -122,6 +122,15 @@ def write_result(arch: str, entry: dict[str, Any]) -> None:
     print(json.dumps(entry, indent=2))
 
 
+def keep_previous(arch: str) -> None:
+    """A new run keeps the earlier entry for its arch under ``history`` (never overwritten): a
+    build that resumes a tree is only understood together with the runs before it."""
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if arch in data:
+        data.setdefault("history", []).append(data.pop(arch))
+        RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def machine() -> dict[str, Any]:
     return {
         "cores": os.cpu_count(),
@@ -142,6 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     marker = bench_dir() / f"full-{args.arch}"
     marker.with_suffix(".start").write_text(_iso(time.time()) + "\n")
     marker.with_suffix(".end").unlink(missing_ok=True)
+    keep_previous(args.arch)
     log = bench_dir() / f"full-{args.arch}.driver.log"
     argv = [
         "nice",

@@ -354,6 +354,12 @@ def follow_log(
 
 
 # ----------------------------------------------------------------------------------------- build
+def configure_digest(plan: Plan) -> str:
+    """What the CMake configure of a tree depends on: the flags CMake sees and the cache kind."""
+    key = {"cmake": sorted(plan.cmake), "cache": plan.cache}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def build_script(plan: Plan) -> str:
     """The shell script run in the container (its output goes to the log in the tree)."""
     py = BUILD_PYTHON
@@ -372,10 +378,30 @@ def build_script(plan: Plan) -> str:
             f"  touch {stamp}",
             "fi",
         ]
+    # setup.py configures a tree once and ignores a changed environment afterwards; the stamp
+    # names the CMake-visible flags (compiler launcher included), so a rerun with other flags or
+    # another --cache reconfigures (objects unchanged by the new flags stay built).
+    stamp = f"build/.rvtorch-configure-{configure_digest(plan)}"
     lines += [
         'echo "rvtorch: step configure $(date +%s)"',
-        f"{py} setup.py build --cmake-only",
+        "rerun=",
+        f"if [ -e build/CMakeCache.txt ] && [ ! -e {stamp} ]; then",
+        '  echo "rvtorch: the configure flags changed since the last run: reconfiguring"',
+        "  rerun=--cmake",
+        "fi",
+        f"{py} setup.py build --cmake-only $rerun",
+        "rm -f build/.rvtorch-configure-*",
+        f"touch {stamp}",
     ]
+    if plan.cache == "sccache":
+        # Under chroot isolation containers share the host's network, so an sccache server left
+        # by an earlier (killed) container answers on the same port from a root that no longer
+        # exists ("failed to write temporary file"). Start our own; stop it when the build ends.
+        lines += [
+            "sccache --stop-server >/dev/null 2>&1 || true",
+            "trap 'sccache --stop-server >/dev/null 2>&1 || true' EXIT",
+            "sccache --start-server",
+        ]
     if plan.stage == "partial":
         lines += [
             'echo "rvtorch: step compile $(date +%s)"',

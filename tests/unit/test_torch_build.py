@@ -379,3 +379,22 @@ def test_build_script_per_stage() -> None:
     conf = build.build_script(build.make_plan("riscv64", provider="debian", stage="configure",
                                               cache="none"))
     assert "--cmake-only" in conf and "cmake --build" not in conf and "ccache" not in conf
+
+
+def test_changed_flags_or_cache_reconfigure_an_existing_tree() -> None:
+    """setup.py ignores a changed environment once CMakeCache.txt exists: the script must force
+    a reconfigure when the CMake-visible flags or the compiler cache differ from the last run."""
+    base = build.make_plan("riscv64", provider="debian", stage="partial")
+    same = build.make_plan("riscv64", provider="debian", stage="full")
+    other_cache = build.make_plan("riscv64", provider="debian", stage="partial", cache="sccache")
+    other_flag = build.make_plan("riscv64", provider="debian", stage="partial",
+                                 overrides={"USE_OPENMP": "0"})
+    d = build.configure_digest
+    assert d(base) == d(same)
+    assert len({d(base), d(other_cache), d(other_flag)}) == 3
+    script = build.build_script(base)
+    assert f"[ ! -e build/.rvtorch-configure-{d(base)} ]" in script
+    assert "setup.py build --cmake-only $rerun" in script and "rerun=--cmake" in script
+    sc = build.build_script(other_cache)
+    assert sc.index("sccache --stop-server") < sc.index("sccache --start-server")
+    assert "trap 'sccache --stop-server" in sc
