@@ -42,7 +42,7 @@ from .emulate import binfmt_registered, guest_env, is_root, resolve
 from .errors import BuildError, UsageError
 from .paths import cache_dir
 from .proc import echo
-from .targets import matrix
+from .targets import Target, matrix
 
 # What goes into each rootfs. Bump RECIPE when the steps change: existing rootfs are remade.
 RECIPE = 1
@@ -201,18 +201,22 @@ def _mounted_proc(rootfs: Path) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def _build_env() -> dict[str, str]:
-    # Maintainer scripts run in the guest: give them the guest's clean environment.
-    return guest_env({"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"})
+def _build_env(t: Target | None = None) -> dict[str, str]:
+    # Maintainer scripts run in the guest: give them the guest's clean environment, and for a
+    # foreign arch the fast -cpu of targets.toml (qemu-user reads QEMU_CPU; children inherit it).
+    extra = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
+    if t is not None:
+        extra["QEMU_CPU"] = t.emulation_cpu
+    return guest_env(extra)
 
 
-def _run(cmd: Sequence[str | Path], lock_fd: int, what: str) -> None:
+def _run(cmd: Sequence[str | Path], lock_fd: int, what: str, t: Target | None = None) -> None:
     argv = [str(c) for c in cmd]
     echo(argv)
     try:
         # Own process group: on Ctrl-C/SIGTERM the whole tree (debootstrap, dpkg, maintainer
         # scripts) is killed before the temp rootfs is deleted under it.
-        proc = subprocess.Popen(argv, env=_build_env(), pass_fds=(lock_fd,),
+        proc = subprocess.Popen(argv, env=_build_env(t), pass_fds=(lock_fd,),
                                 start_new_session=True)
     except FileNotFoundError as exc:
         raise UsageError(f"{argv[0]} not found", hint="apt-get install debootstrap") from exc
@@ -277,7 +281,7 @@ def _debootstrap(arch: str, tmp: Path, mirror: str, lock_fd: int) -> None:
         assert t is not None
         with binfmt_registered(t):
             _run(["chroot", tmp, "/debootstrap/debootstrap", "--second-stage"], lock_fd,
-                 f"debootstrap second stage ({da} under QEMU)")
+                 f"debootstrap second stage ({da} under QEMU)", t)
     hosts = tmp / "etc/hosts"
     if not hosts.exists():
         hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -292,15 +296,16 @@ def _add_torch(arch: str, tmp: Path, lock_fd: int) -> None:
         shutil.copy("/etc/resolv.conf", resolv)
     try:
         with guard, _mounted_proc(tmp):
-            _run(["chroot", tmp, "apt-get", "-q", "update"], lock_fd, "apt-get update in rootfs")
+            _run(["chroot", tmp, "apt-get", "-q", "update"], lock_fd, "apt-get update in rootfs",
+                 t)
             _run(["chroot", tmp, "apt-get", "-q", "-y", "--no-install-recommends", "install",
-                  *TORCH_PACKAGES], lock_fd, "apt-get install torch in rootfs")
+                  *TORCH_PACKAGES], lock_fd, "apt-get install torch in rootfs", t)
             for lib in ("libblas.so.3", "liblapack.so.3"):
                 for link in sorted((tmp / "etc/alternatives").glob(f"{lib}-*")):
                     choice = f"/usr/lib/{link.name[len(lib) + 1:]}/openblas-pthread/{lib}"
                     _run(["chroot", tmp, "update-alternatives", "--set", link.name, choice],
-                         lock_fd, f"select OpenBLAS for {lib}")
-            _run(["chroot", tmp, "apt-get", "clean"], lock_fd, "apt-get clean")
+                         lock_fd, f"select OpenBLAS for {lib}", t)
+            _run(["chroot", tmp, "apt-get", "clean"], lock_fd, "apt-get clean", t)
     finally:
         if not had_resolv:
             resolv.unlink(missing_ok=True)

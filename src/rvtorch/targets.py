@@ -54,6 +54,8 @@ class Target:
     cmake_system_processor: str
     elf_machine: str
     qemu_binary: str
+    # QEMU -cpu for emulated work that is not a validation on a CPU model (rootfs creation).
+    emulation_cpu: str
     wheel_platform: str
     openblas_targets: tuple[str, ...]
     cpu: tuple[CpuModel, ...]
