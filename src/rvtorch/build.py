@@ -27,6 +27,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -49,6 +50,13 @@ from .torchspec import TorchVersion, torch_version
 
 STAGES = ("configure", "partial", "full")
 CACHES = ("ccache", "sccache", "none")
+# Which OpenBLAS the build links and the wheel bundles (`rvtorch build --openblas`):
+#   sysroot   Debian's libopenblas-dev in the build image
+#   recipe    recipes/openblas with the options `rvtorch deps build` uses by default; built first
+#             (in the toolchain image) when the deployed one is missing or was built otherwise
+#   deployed  whatever `rvtorch deps build` last deployed for the arch (any version/options);
+#             never builds: a missing one is an error
+OPENBLAS_CHOICES = ("sysroot", "recipe", "deployed")
 # setup.py passes variables with these prefixes/suffixes and a few named ones on to CMake as -D
 # options (tools/setup_helpers/cmake.py of 2.6); the plan lists them so a reader sees every CMake
 # flag. Anything else in the environment is read by the build tools themselves (MAX_JOBS, CC,
@@ -57,6 +65,11 @@ CMAKE_FORWARDED = ("BUILD_", "USE_", "CMAKE_")
 CMAKE_FORWARDED_SUFFIXES = ("EXITCODE", "EXITCODE__TRYRUN_OUTPUT")
 CMAKE_FORWARDED_NAMES = ("BLAS", "WITH_BLAS", "ONNX_ML", "ONNX_NAMESPACE", "ATEN_THREADING",
                          "WERROR", "UBSAN_FLAGS", "INSTALL_TEST", "OPENSSL_ROOT_DIR")
+# Environment variables CMake reads itself during the configure (find modules), not as -D options:
+# setup.py's configure-once logic cannot see them, so they are part of the configure digest.
+# ``OpenBLAS_ROOT`` is the one that makes find_package(OpenBLAS) prefer a prefix (CMP0074) over
+# the sysroot's copy; FindOpenBLAS.cmake searches ``$OpenBLAS_HOME`` only after the system paths.
+CMAKE_ENV_READ = ("OpenBLAS_ROOT", "OpenBLAS_HOME", "OpenBLAS")
 # Container paths of the bind mounts.
 CTR_SRC = "/rvtorch/src"
 CTR_CACHE = "/rvtorch/cache"
@@ -179,6 +192,8 @@ class Plan:
     smoke_cpus: list[str]
     prepare: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Which OpenBLAS is linked and bundled (openblas_plan): choice, ref, options, prefix, sha256.
+    openblas: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -208,6 +223,97 @@ def image_plan(t: Target, tv: TorchVersion) -> dict[str, Any]:
     }
 
 
+def container_path(host: Path) -> str | None:
+    """Where a host path under the cache appears in the build container (the cache mount);
+    None for a path outside the cache, which the container does not see."""
+    try:
+        rel = host.resolve().relative_to(cache_dir(create=False).resolve())
+    except ValueError:
+        return None
+    return f"{CTR_CACHE}/{rel.as_posix()}" if rel.parts else CTR_CACHE
+
+
+def _deployed_openblas(root: Path) -> tuple[dict[str, Any] | None, str]:
+    """deps.json's openblas entry if its prefix is complete, else (None, why not)."""
+    meta_path = root / "deps.json"
+    if not meta_path.is_file():
+        return None, f"nothing deployed in {root}"
+    try:
+        entry = json.loads(meta_path.read_text()).get("openblas")
+    except (json.JSONDecodeError, AttributeError):
+        return None, f"{meta_path} is not a deps.json"
+    if not isinstance(entry, dict) or "ref" not in entry:
+        return None, f"no openblas in {meta_path}"
+    prefix = root / "openblas"
+    for rel in ("include/cblas.h", "lib/libopenblas.so", "lib/libopenblas.so.0"):
+        if not (prefix / rel).exists():
+            return None, f"the deployed prefix {prefix} has no {rel}"
+    return entry, ""
+
+
+def openblas_plan(t: Target, choice: str, *, root: Path | None = None) -> dict[str, Any]:
+    """Which OpenBLAS a build for ``t`` links and bundles, resolved without building anything.
+
+    ``root`` is the deploy directory (default ``<cache>/deps/<arch>``, where ``rvtorch deps build``
+    puts it). ``status`` is ``deployed`` (with the library's sha256) or, for ``recipe`` only,
+    ``build`` with the ``reason`` the build must run ``deps build --only openblas`` first.
+    """
+    if choice not in OPENBLAS_CHOICES:
+        from .targets import suggest
+
+        raise UsageError(f"unknown --openblas {choice!r}",
+                         hint=suggest(choice, OPENBLAS_CHOICES))
+    if choice == "sysroot":
+        return {"choice": "sysroot", "package": f"libopenblas-dev:{t.debian_arch}",
+                "library": f"/usr/lib/{t.triple}/libopenblas.so", "status": "in the image"}
+    from .deps import openblas_spec
+
+    root = root if root is not None else cache_dir(create=False) / "deps" / t.arch
+    prefix = root / "openblas"
+    ctr = container_path(prefix)
+    entry, why = _deployed_openblas(root)
+    record: dict[str, Any] = {"choice": choice, "prefix": str(prefix), "container_prefix": ctr,
+                              "library": f"{ctr}/lib/libopenblas.so" if ctr else None}
+    if choice == "deployed":
+        if entry is None:
+            raise UsageError(f"no OpenBLAS deployed for {t.arch}: {why}",
+                             hint=f"run `rvtorch deps build --arch {t.arch}` or use "
+                             "--openblas recipe")
+        record.update(ref=entry["ref"], options=dict(entry.get("options") or {}))
+    else:
+        want = openblas_spec(t)
+        record.update(ref=want.ref, options=dict(want.options))
+        if entry is not None and (entry["ref"], entry.get("options")) != (want.ref, want.options):
+            have = entry.get("options") or {}
+            diff = sorted(k for k in {*have, *want.options} if have.get(k) != want.options.get(k))
+            why = f"the deployed one is {entry['ref']}" + (
+                f" with other {', '.join(diff)}" if diff else "")
+            entry = None
+        if entry is None:
+            record.update(status="build", reason=why)
+            return record
+    real = (prefix / "lib" / "libopenblas.so.0").resolve()
+    record.update(status="deployed", library_file=real.name, sha256=_sha256(real))
+    return record
+
+
+def openblas_env(record: Mapping[str, Any]) -> dict[str, str]:
+    """The build environment for a recipe/deployed OpenBLAS (container paths); {} for sysroot.
+
+    The sysroot copy stays installed in the image: ``OpenBLAS_ROOT`` (a find_package root, read
+    by CMake before its system paths) is what makes FindOpenBLAS pick the prefix.
+    ``OpenBLAS_HOME``/``_INCLUDE_DIR``/``_LIB`` are the names deps.env uses, for scripts.
+    """
+    if record.get("choice", "sysroot") == "sysroot":
+        return {}
+    p = record["container_prefix"]
+    if p is None:
+        raise UsageError(f"{record['prefix']} is outside the cache: the build container cannot "
+                         "see it")
+    return {"BLAS": "OpenBLAS", "OpenBLAS_ROOT": p, "OpenBLAS_HOME": p,
+            "OpenBLAS_INCLUDE_DIR": f"{p}/include", "OpenBLAS_LIB": f"{p}/lib/libopenblas.so"}
+
+
 def make_plan(
     arch: str,
     *,
@@ -219,6 +325,7 @@ def make_plan(
     stage: str = "full",
     targets: Sequence[str] = (),
     overrides: Mapping[str, str] | None = None,
+    openblas: str = "sysroot",
 ) -> Plan:
     """Resolve a build without touching the network, the cache or a container."""
     from .patches import series_for
@@ -236,6 +343,7 @@ def make_plan(
         raise UsageError(f"unknown --cache {cache!r}", hint="one of " + ", ".join(CACHES))
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    blas = openblas_plan(t, openblas)
     series = series_for(tv)
     patches = series.for_provider(provider)
     if provider == "debian":
@@ -257,7 +365,8 @@ def make_plan(
         }
     jobs = jobs or default_jobs()
     flags = tv.resolve_env(provider=provider, arch=arch, overrides=overrides)
-    env = {**flags, **cross_env(t, tv), **cache_env(cache), "MAX_JOBS": str(jobs)}
+    env = {**flags, **cross_env(t, tv), **cache_env(cache), **openblas_env(blas),
+           "MAX_JOBS": str(jobs)}
     if overrides:  # the command line wins over the computed cross/cache values too
         env.update(overrides)
     prepare = list(tv.debian.prepare) if provider == "debian" else []
@@ -266,6 +375,14 @@ def make_plan(
     notes = []
     if provider == "upstream":
         notes.append("upstream provider: vendored submodules; SLEEF generators run under QEMU")
+    if blas["status"] == "build":
+        notes.append(f"{blas['ref']} is built first with `rvtorch deps build --arch {arch} "
+                     f"--only openblas` in the toolchain image ({blas['reason']})")
+    if blas["choice"] != "sysroot" and blas["options"].get("build_lapack") != "True":
+        lapack = blas["options"].get("build_lapack")
+        notes.append(f"{blas['ref']} has no LAPACK (build_lapack={lapack}): with BLAS=OpenBLAS "
+                     "torch's FindLAPACK looks only there, so the build has "
+                     "no LAPACK (torch.linalg solvers raise); see docs/recipes.md")
     return Plan(
         arch=arch,
         torch_version=tv.version,
@@ -284,6 +401,7 @@ def make_plan(
         smoke_cpus=[c.name for c in t.cpu],
         prepare=prepare,
         notes=notes,
+        openblas=blas,
     )
 
 
@@ -355,8 +473,15 @@ def follow_log(
 
 # ----------------------------------------------------------------------------------------- build
 def configure_digest(plan: Plan) -> str:
-    """What the CMake configure of a tree depends on: the flags CMake sees and the cache kind."""
-    key = {"cmake": sorted(plan.cmake), "cache": plan.cache}
+    """What the CMake configure of a tree depends on: the flags CMake sees, the cache kind, the
+    environment variables find modules read, and a recipe OpenBLAS's identity (its ref and
+    options decide what CMake's checks find in it, e.g. LAPACK)."""
+    key: dict[str, Any] = {"cmake": sorted(plan.cmake), "cache": plan.cache}
+    read = {k: plan.env[k] for k in CMAKE_ENV_READ if k in plan.env}
+    if read:
+        key["env"] = read
+    if plan.openblas.get("choice", "sysroot") != "sysroot":
+        key["openblas"] = {k: plan.openblas[k] for k in ("ref", "options", "container_prefix")}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -419,6 +544,70 @@ def build_script(plan: Plan) -> str:
         lines.append("sccache --show-stats || true")
     lines.append('echo "rvtorch: step done $(date +%s)"')
     return "\n".join(lines) + "\n"
+
+
+def ensure_openblas(plan: Plan, *, engine_name: str | None = None, mirror: str | None = None,
+                    root: Path | None = None, test: bool = True) -> dict[str, Any]:
+    """Deploy the recipe OpenBLAS when the plan says it must be built; returns what is deployed.
+
+    Runs ``rvtorch deps build --only openblas`` (conan create + test_package under QEMU in the
+    toolchain image; a package already in the Conan cache is only deployed). ``root`` is the
+    deploy directory (default: the cache's ``deps/<arch>``, which the build container sees).
+    """
+    record = plan.openblas
+    if record.get("status") != "build":
+        return dict(record)
+    from . import deps
+
+    print(f"rvtorch: building {record['ref']} for {plan.arch} first ({record['reason']})",
+          file=sys.stderr)
+    deps.build(plan.arch, only=["openblas"], test=test, deploy_root=root, debian_mirror=mirror,
+               engine_name=engine_name)
+    now = openblas_plan(matrix().target(plan.arch), record["choice"], root=root)
+    if now["status"] != "deployed":
+        raise BuildError(f"rvtorch deps build left no usable {record['ref']}: {now['reason']}")
+    return now
+
+
+def repair_lib_path(openblas: Mapping[str, Any], t: Target, root: Path) -> list[Path]:
+    """Where wheel repair looks for the libraries to bundle, first match wins: a recipe
+    OpenBLAS's lib dir (so libopenblas.so.0 is ours, not the sysroot's), then the build image's
+    multiarch dirs and /usr/lib (Debian's libgloo.so sits there, outside the multiarch dir)."""
+    from .wheel import sysroot_lib_path
+
+    ours = [] if openblas.get("choice", "sysroot") == "sysroot" else [
+        Path(openblas["prefix"]) / "lib"]
+    return [*ours, *sysroot_lib_path(t, root), root / "usr/lib"]
+
+
+def bundled_openblas(wheel: Path, openblas: Mapping[str, Any]) -> dict[str, Any]:
+    """Which libopenblas the repaired ``wheel`` bundles; for a recipe/deployed OpenBLAS, a
+    BuildError unless its code (.text, untouched by strip and patchelf) is the deployed one."""
+    import zipfile
+
+    from .wheel import LIB_SDIR, elf_section_sha256
+
+    ours = openblas.get("choice", "sysroot") != "sysroot"
+    with zipfile.ZipFile(wheel) as zf:
+        members = [n for n in zf.namelist() if n.startswith(f"torch{LIB_SDIR}/libopenblas")]
+        if len(members) != 1 and not ours:
+            return {**openblas, "bundled": members}  # e.g. --set BLAS=Eigen: nothing to compare
+        if len(members) != 1:
+            raise BuildError(f"{wheel.name} bundles {len(members)} libopenblas files, expected 1",
+                             hint=", ".join(members) or "is the wheel linked against OpenBLAS?")
+        with zf.open(members[0]) as fh:
+            text = elf_section_sha256(io.BytesIO(fh.read()), ".text")
+    out: dict[str, Any] = {**openblas, "bundled": members[0], "bundled_text_sha256": text}
+    if ours:
+        lib = Path(openblas["prefix"]) / "lib" / "libopenblas.so.0"
+        with lib.open("rb") as fh:
+            want = elf_section_sha256(fh, ".text")
+        if want is None or text != want:
+            raise BuildError(f"{wheel.name} bundles {members[0]}, which is not the deployed "
+                             f"{openblas['ref']} ({lib})",
+                             hint="a libopenblas.so.0 earlier in the repair's library path won")
+        out["matches_deployed"] = True
+    return out
 
 
 def ensure_build_image(plan: Plan, engine: Any) -> str:
@@ -507,6 +696,10 @@ def run_build(
     steps: dict[str, float] = {}
     engine = detect_engine(engine_name)
     s = time.monotonic()
+    openblas = ensure_openblas(plan, engine_name=engine_name, mirror=mirror)
+    if plan.openblas.get("status") == "build":
+        steps["openblas"] = time.monotonic() - s
+    s = time.monotonic()
     image = ensure_build_image(plan, engine)
     steps["image"] = time.monotonic() - s
     lock = tree_lock(Path(plan.tree))
@@ -556,6 +749,7 @@ def run_build(
         info: dict[str, Any] = {
             "plan": plan.to_json(),
             "image": image,
+            "openblas": openblas,
             "log": str(log),
             "steps": steps,
             "ninja": {"done": progress.done, "total": progress.total},
@@ -593,8 +787,9 @@ def finish_wheel(
         t = matrix().target(plan.arch)
         # The libraries to bundle live in the build image (the torch layer adds some to the
         # toolchain image; Debian's libgloo.so sits in /usr/lib, outside the multiarch dir).
+        openblas = info.get("openblas") or plan.openblas
         with mounted_image(engine, image) as root:
-            lib_path = [*wheel_mod.sysroot_lib_path(t, root), root / "usr/lib"]
+            lib_path = repair_lib_path(openblas, t, root)
             wheel = wheel_mod.repair_wheel(wheel, t, outdir / "repaired", lib_path=lib_path,
                                            sysroot=root, build_paths=build_paths)
         report = wheel_mod.check_wheel(wheel, t, build_paths=build_paths)
@@ -602,6 +797,8 @@ def finish_wheel(
         if not report.ok:
             # A wheel that fails its checks is a build error (exit 4), as for `rvtorch check-wheel`.
             raise BuildError("check-wheel failed: " + report.summary().splitlines()[1].strip())
+        # Which OpenBLAS the wheel carries (build-info); a recipe one must be the deployed one.
+        extra["openblas"] = bundled_openblas(wheel, openblas)
     info["steps"]["repair_check"] = time.monotonic() - s
     if smoke:
         s = time.monotonic()

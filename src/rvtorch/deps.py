@@ -3,9 +3,10 @@
 ``build(arch)`` runs ``conan create`` (the recipe's test_package runs under QEMU on every CPU
 model of the target and checks the kernel OpenBLAS picks) and then deploys the package to
 ``cache_dir()/deps/<arch>/<name>`` (atomic rename), next to ``deps.json`` and ``deps.env``
-describing it. The torch build reads them (docs/recipes.md, "Handing OpenBLAS to the torch
-build"): ``BLAS=OpenBLAS`` with ``OpenBLAS_HOME`` = the prefix, whose ``include/`` holds
-``cblas.h`` directly (OpenBLAS's Makefile install, not its CMake one that uses include/openblas).
+describing it. ``rvtorch build --openblas recipe|deployed`` reads them (docs/recipes.md,
+"Handing OpenBLAS to the torch build"): ``BLAS=OpenBLAS`` with ``OpenBLAS_ROOT`` = the prefix,
+whose ``include/`` holds ``cblas.h`` directly (OpenBLAS's Makefile install, not its CMake one
+that uses include/openblas).
 
 The container sees the repository and the cache at their host paths, so paths Conan records
 (download cache, package folders) mean the same inside and outside.
@@ -208,8 +209,11 @@ def _write_metadata(root: Path, specs: Sequence[DepSpec]) -> dict[str, Any]:
     env_lines = []
     if "openblas" in meta:
         ob = meta["openblas"]
-        # What setup.py forwards to CMake (BLAS, USE_*) and what FindOpenBLAS reads.
-        env_lines += ["BLAS=OpenBLAS", f"OpenBLAS_HOME={ob['prefix']}",
+        # What setup.py forwards to CMake (BLAS) and what find_package(OpenBLAS) reads:
+        # OpenBLAS_ROOT is searched before the system paths (a sysroot's libopenblas-dev),
+        # OpenBLAS_HOME only after them.
+        env_lines += ["BLAS=OpenBLAS", f"OpenBLAS_ROOT={ob['prefix']}",
+                      f"OpenBLAS_HOME={ob['prefix']}",
                       f"OpenBLAS_INCLUDE_DIR={ob['include_dir']}", f"OpenBLAS_LIB={ob['library']}"]
     conan._atomic_write(root / "deps.env", "".join(f"{ln}\n" for ln in env_lines))
     return meta

@@ -454,6 +454,16 @@ def _check_extensions(extensions: list[str], soabi: str, report: CheckReport) ->
             report.fail("soabi", name, f"extension suffix {tag!r} is not the target's {soabi!r}")
 
 
+def elf_section_sha256(fh: IO[bytes], name: str = ".text") -> str | None:
+    """sha256 of one section's bytes (None if absent). ``.text`` survives strip and patchelf,
+    so it tells which build a bundled, renamed library came from."""
+    try:
+        section = ELFFile(fh).get_section_by_name(name)
+    except ELFError as exc:
+        raise BuildError(f"not an ELF file: {exc}") from exc
+    return None if section is None else hashlib.sha256(section.data()).hexdigest()
+
+
 def _find_markers(path: Path, markers: Iterable[bytes]) -> list[str]:
     markers = [m for m in markers if m]
     if not markers:

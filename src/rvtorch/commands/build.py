@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..build import CACHES, STAGES, make_plan, run_build
+from ..build import CACHES, OPENBLAS_CHOICES, STAGES, make_plan, run_build
 from ..errors import UsageError
 from ..sources import SOURCE_CHOICES, resolve_provider
 from ..targets import matrix
@@ -60,6 +60,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="KEY=VALUE",
         help="override a build flag/environment variable (wins over torch.toml)",
     )
+    p.add_argument(
+        "--openblas",
+        choices=OPENBLAS_CHOICES,
+        default="sysroot",
+        help="sysroot: Debian's libopenblas-dev in the image (default); recipe: recipes/openblas "
+        "as `rvtorch deps build` makes it (built first when missing or built otherwise); "
+        "deployed: what `rvtorch deps build` last deployed, never built here",
+    )
     p.add_argument("--debian-mirror", default=None, help="Debian archive URL for the debian source")
     p.add_argument("--engine", default=None, help="container engine (docker, podman, buildah)")
     p.add_argument("--no-smoke", action="store_true", help="skip the QEMU import-and-matmul smoke")
@@ -93,10 +101,13 @@ def run(args: argparse.Namespace) -> int:
         stage=args.stage,
         targets=args.targets,
         overrides=overrides,
+        openblas=args.openblas,
     )
     if args.dry_run:
         print(json.dumps(plan.to_json(), indent=2))
         return 0
+    for note in plan.notes:
+        print(f"rvtorch: note: {note}", file=sys.stderr)
     info = run_build(
         plan,
         provider=provider,
