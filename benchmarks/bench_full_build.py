@@ -7,6 +7,9 @@
         until the build ends (Ctrl-C stops polling, not the build).
     python benchmarks/bench_full_build.py snapshot [--arch riscv64]
         records the progress reached so far (or the final numbers) from the build log.
+    python benchmarks/bench_full_build.py warm [--arch riscv64]
+        after a finished `run`: deletes the tree's build directory (the ccache stays) and builds
+        the wheel again; recorded as `<arch>-warm`.
 
 Results: benchmarks/results/full_build.json (one entry per arch). A full build takes hours on two
 cores, so it is measured here, never in CI. Logs and wheels stay in the cache, never in git.
@@ -20,6 +23,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -139,38 +143,20 @@ def machine() -> dict[str, Any]:
     }
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _launch(args: argparse.Namespace, key: str, out: Path) -> int:
+    """Start `rvtorch build --stage full` (nice 5, ccache) in the background, then poll it and
+    rewrite the results entry ``key`` every minute until it ends."""
     plan = build.make_plan(
-        args.arch,
-        provider="debian",
-        jobs=args.jobs,
-        cache="ccache",
-        stage="full",
-        out=bench_dir() / f"dist-{args.arch}",
+        args.arch, provider="debian", jobs=args.jobs, cache="ccache", stage="full", out=out
     )
-    marker = bench_dir() / f"full-{args.arch}"
+    marker = bench_dir() / f"full-{key}"
     marker.with_suffix(".start").write_text(_iso(time.time()) + "\n")
     marker.with_suffix(".end").unlink(missing_ok=True)
-    keep_previous(args.arch)
-    log = bench_dir() / f"full-{args.arch}.driver.log"
+    keep_previous(key)
+    log = bench_dir() / f"full-{key}.driver.log"
     argv = [
-        "nice",
-        "-n",
-        "5",
-        sys.executable,
-        "-m",
-        "rvtorch",
-        "build",
-        "--arch",
-        args.arch,
-        "--source",
-        "debian",
-        "--jobs",
-        str(args.jobs),
-        "--cache",
-        "ccache",
-        "--out",
-        plan.out,
+        "nice", "-n", "5", sys.executable, "-m", "rvtorch", "build", "--arch", args.arch,
+        "--source", "debian", "--jobs", str(args.jobs), "--cache", "ccache", "--out", plan.out,
     ]
     with log.open("w") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
@@ -179,13 +165,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         while proc.poll() is None:
             time.sleep(60)
-            snapshot(args.arch, start, None, plan)
+            snapshot(args.arch, start, None, plan, key=key)
     except KeyboardInterrupt:
         print("stopped polling; the build goes on (use `snapshot` later)", file=sys.stderr)
         return 0
     marker.with_suffix(".end").write_text(_iso(time.time()) + "\n")
-    snapshot(args.arch, start, time.time(), plan, rc=proc.returncode)
+    snapshot(args.arch, start, time.time(), plan, rc=proc.returncode, key=key)
     return proc.returncode
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _launch(args, args.arch, bench_dir() / f"dist-{args.arch}")
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    """Warm rebuild: the tree's build directory deleted (ccache kept), then a full build again.
+    What a user pays after `git clean` or a changed flag that touches every object."""
+    plan = build.make_plan(args.arch, provider="debian", jobs=args.jobs, cache="ccache",
+                           stage="full")
+    bdir = Path(plan.tree) / "build"
+    if not (bdir / "build.ninja").exists():
+        print(f"no finished build in {bdir}: run `run` first", file=sys.stderr)
+        return 2
+    old_log = bdir / "rvtorch-build.log"
+    if old_log.exists():  # the from-clean log stays readable beside the results
+        shutil.copy(old_log, bench_dir() / f"full-{args.arch}.build.log")
+    shutil.rmtree(bdir)
+    return _launch(args, f"{args.arch}-warm", bench_dir() / f"dist-{args.arch}-warm")
 
 
 def snapshot(
@@ -196,6 +202,7 @@ def snapshot(
     rc: int | None = None,
     runner: str | None = None,
     ccache_file: str | None = None,
+    key: str | None = None,
 ) -> None:
     log = Path(plan.tree) / "build" / "rvtorch-build.log"
     entry = summarize(log, start, end, Path(plan.out))
@@ -218,7 +225,7 @@ def snapshot(
     if ccache_file and "ccache" not in entry:
         # Mid-build statistics (`ccache --show-stats --verbose` run in the build environment).
         entry["ccache"] = parse_ccache(Path(ccache_file).read_text())
-    write_result(arch, entry)
+    write_result(key or arch, entry)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -248,7 +255,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, func in (("run", cmd_run), ("snapshot", cmd_snapshot)):
+    for name, func in (("run", cmd_run), ("warm", cmd_warm), ("snapshot", cmd_snapshot)):
         p = sub.add_parser(name)
         p.add_argument("--arch", default="riscv64")
         p.add_argument("--jobs", type=int, default=2)
