@@ -24,26 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from rvtorch.paths import cache_dir
 from rvtorch.targets import matrix
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.integration
 
 ARCHES = matrix().arches
-
-
-@pytest.fixture(scope="session")
-def itest_cache() -> Path:
-    path = Path(os.environ.get("RVTORCH_ITEST_CACHE") or cache_dir() / "itest")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
-def env(itest_cache: Path) -> dict[str, str]:
-    # The image store is the engine's, not the cache: the shared toolchain image is reused.
-    return {"RVTORCH_CACHE": str(itest_cache), "RVTORCH_ROOT": str(ROOT)}
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,7 @@ from typing import Any
 import pytest
 
 from rvtorch import build
-from rvtorch.paths import cache_dir
 from rvtorch.targets import matrix
-from tests.conftest import ROOT
 from tests.integration.cross_ext import EXTENSION_C
 from tests.integration.test_torch_build import cli, plan_for
 from tests.wheelkit import make_wheel
@@ -34,19 +31,6 @@ pytestmark = pytest.mark.integration
 
 ARCH = "riscv64"
 CTR_PREFIX = f"/rvtorch/cache/deps/{ARCH}/openblas"
-
-
-@pytest.fixture(scope="module")
-def itest_cache() -> Path:
-    """The cache test_torch_build.py uses (its tree, sources and ccache are reused)."""
-    path = Path(os.environ.get("RVTORCH_ITEST_CACHE") or cache_dir() / "itest")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def env(itest_cache: Path) -> dict[str, str]:
-    return {"RVTORCH_CACHE": str(itest_cache), "RVTORCH_ROOT": str(ROOT)}
 
 
 @pytest.fixture(scope="module")
