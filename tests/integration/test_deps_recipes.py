@@ -82,7 +82,6 @@ def test_fastflow_create_where_its_source_is(arch: str) -> None:
     deps.build(arch, only=["fastflow"], deploy=False)
 
 
-@pytest.mark.slow
 def test_libtorch_from_debian_sysroot() -> None:
     """libtorch packaged from Debian's libtorch-dev:riscv64; test_package matmul under QEMU."""
     deps.build("riscv64", only=["libtorch"], deploy=False, torch_from="debian")
