@@ -172,13 +172,15 @@ def arch_of_wheel(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+DF_1_PIE = 0x08000000
+
+
 def _elf_info(member: str, fh: IO[bytes]) -> ElfInfo:
     elf = ELFFile(fh)
     kind = {"ET_DYN": "shared object", "ET_EXEC": "executable", "ET_REL": "relocatable"}.get(
         elf["e_type"], str(elf["e_type"])
     )
-    if elf["e_type"] == "ET_DYN" and any(s["p_type"] == "PT_INTERP" for s in elf.iter_segments()):
-        kind = "executable"  # a PIE
+    has_interp = any(s["p_type"] == "PT_INTERP" for s in elf.iter_segments())
     info = ElfInfo(member=member, machine=elf["e_machine"], elf_class=elf.elfclass,
                    flags=elf["e_flags"], kind=kind)
     for section in elf.iter_sections():
@@ -195,6 +197,12 @@ def _elf_info(member: str, fh: IO[bytes]) -> ElfInfo:
             elif tag.entry.d_tag == "DT_RUNPATH":
                 runpath += [p for p in tag.runpath.split(":") if p]  # type: ignore[attr-defined]
         info.needed, info.rpath, info.runpath = tuple(needed), tuple(rpath), tuple(runpath)
+        pie = any(t.entry.d_tag == "DT_FLAGS_1" and t.entry.d_val & DF_1_PIE
+                  for t in section.iter_tags())
+        # A PIE is ET_DYN with an interpreter. Some libraries also carry one so that they can be
+        # run (libc.so.6, libcap.so.2 print their version): those have a SONAME and no DF_1_PIE.
+        if elf["e_type"] == "ET_DYN" and has_interp and (pie or not info.soname):
+            info.kind = "executable"
     from auditwheel.elfutils import elf_find_versioned_symbols
 
     info.versions = tuple(elf_find_versioned_symbols(elf))

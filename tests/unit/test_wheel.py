@@ -225,3 +225,18 @@ def test_repair_refuses_wrong_inputs(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="linux_riscv64"):
         repair_wheel(done, "riscv64", tmp_path / "out", lib_path=[], strip="/bin/true")
     assert not list((tmp_path / "out").glob("*.whl"))
+
+
+def test_runnable_libraries_are_libraries_and_pies_are_executables() -> None:
+    """libc.so.6 has an interpreter (it prints its version when run) but is a library; a PIE has
+    DF_1_PIE. The first full riscv64 wheel bundled libcap.so.2 (also runnable) and the check had
+    called it a stray executable."""
+    import sys
+
+    from rvtorch.wheel import _elf_info
+
+    with host_libc().open("rb") as fh:
+        info = _elf_info("torch.libs/libc.so.6", fh)
+    assert info.kind == "shared object" and info.soname == "libc.so.6"
+    with Path(sys.executable).resolve().open("rb") as fh:
+        assert _elf_info("bin/python", fh).kind == "executable"
