@@ -790,8 +790,10 @@ def finish_wheel(
         openblas = info.get("openblas") or plan.openblas
         with mounted_image(engine, image) as root:
             lib_path = repair_lib_path(openblas, t, root)
+            # A refused wheel stays in the tree (never in dist/) so that it can be inspected.
             wheel = wheel_mod.repair_wheel(wheel, t, outdir / "repaired", lib_path=lib_path,
-                                           sysroot=root, build_paths=build_paths)
+                                           sysroot=root, build_paths=build_paths,
+                                           rejected_dir=Path(plan.tree) / "build" / "rejected")
         report = wheel_mod.check_wheel(wheel, t, build_paths=build_paths)
         extra["check"] = report.to_json()
         if not report.ok:

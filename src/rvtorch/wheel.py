@@ -472,19 +472,29 @@ def elf_section_sha256(fh: IO[bytes], name: str = ".text") -> str | None:
     return None if section is None else hashlib.sha256(section.data()).hexdigest()
 
 
+# A build path right after one of these is the flag that keeps it out of the objects (kept in
+# torch's recorded CXX_FLAGS, `torch.__config__.show()`): the remedy, not a leak.
+_PREFIX_MAP_FLAGS = (b"-ffile-prefix-map=", b"-fdebug-prefix-map=", b"-fmacro-prefix-map=")
+
+
 def _find_markers(path: Path, markers: Iterable[bytes]) -> list[str]:
     markers = [m for m in markers if m]
     if not markers:
         return []
     found: set[str] = set()
-    overlap = max(len(m) for m in markers)
+    lead = max(len(f) for f in _PREFIX_MAP_FLAGS)
+    overlap = max(len(m) for m in markers) + lead
     tail = b""
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(8 << 20), b""):
             chunk = tail + block
             for m in markers:
-                if m in chunk:
-                    found.add(m.decode(errors="replace"))
+                at = chunk.find(m)
+                while at >= 0:
+                    if not chunk[max(0, at - lead):at].endswith(_PREFIX_MAP_FLAGS):
+                        found.add(m.decode(errors="replace"))
+                        break
+                    at = chunk.find(m, at + 1)
             tail = chunk[-overlap:]
     return sorted(found)
 
@@ -619,7 +629,8 @@ def sysroot_lib_path(t: Target, sysroot: Path) -> list[Path]:
 
 def repair_wheel(wheel: Path, target: Target | str, out_dir: Path, *,
                  lib_path: Sequence[Path] | None = None, sysroot: Path | None = None,
-                 strip: str | None = None, build_paths: Sequence[str] = ()) -> Path:
+                 strip: str | None = None, build_paths: Sequence[str] = (),
+                 rejected_dir: Path | None = None) -> Path:
     """Repair a ``torch-<v>+<local>-cp313-cp313-linux_<arch>.whl`` into ``out_dir``.
 
     Bundles every library outside the target's manylinux policy (found in ``lib_path``, host
@@ -627,18 +638,21 @@ def repair_wheel(wheel: Path, target: Target | str, out_dir: Path, *,
     the toolchain image's, mounted) into ``torch.libs/`` with $ORIGIN RPATHs, drops protoc and
     test binaries, strips with the target's strip, retags to ``target.wheel_platform`` and checks
     the result. Nothing appears in ``out_dir`` unless the repaired wheel passes ``check_wheel``
-    (BuildError, exit 4, otherwise). Returns the path of the repaired wheel.
+    (BuildError, exit 4, otherwise; the refused wheel is kept in ``rejected_dir`` when given, for
+    inspection). Returns the path of the repaired wheel.
     """
     t = _target(target)
     if lib_path is None:
         with image_sysroot(t.arch) as root:
             return _repair(Path(wheel), t, Path(out_dir), sysroot_lib_path(t, root), root,
-                           strip, build_paths)
-    return _repair(Path(wheel), t, Path(out_dir), lib_path, sysroot, strip, build_paths)
+                           strip, build_paths, rejected_dir)
+    return _repair(Path(wheel), t, Path(out_dir), lib_path, sysroot, strip, build_paths,
+                   rejected_dir)
 
 
 def _repair(wheel: Path, t: Target, out_dir: Path, lib_path: Sequence[Path],
-            sysroot: Path | None, strip: str | None, build_paths: Sequence[str]) -> Path:
+            sysroot: Path | None, strip: str | None, build_paths: Sequence[str],
+            rejected_dir: Path | None = None) -> Path:
     from auditwheel.architecture import Architecture
     from auditwheel.libc import Libc
     from auditwheel.patcher import ElfPatcher
@@ -702,10 +716,15 @@ def _repair(wheel: Path, t: Target, out_dir: Path, lib_path: Sequence[Path],
             repaired = _retag(staged, out_tmp, [policy.name], f"linux_{arch_suffix}")
         report = check_wheel(repaired, t, build_paths=build_paths)
         if not report.ok:
+            kept = repaired.name
+            if rejected_dir is not None:
+                rejected_dir.mkdir(parents=True, exist_ok=True)
+                kept = str(rejected_dir / repaired.name)
+                shutil.move(repaired, kept)
             raise BuildError(f"repaired wheel fails its checks: {report.findings[0]}"
                              + (f" (+{len(report.findings) - 1} more)"
                                 if len(report.findings) > 1 else ""),
-                             hint=f"rvtorch check-wheel {repaired.name}")
+                             hint=f"rvtorch check-wheel {kept}")
         final = out_dir / repaired.name
         os.replace(repaired, final)
     return final

@@ -240,3 +240,17 @@ def test_runnable_libraries_are_libraries_and_pies_are_executables() -> None:
     assert info.kind == "shared object" and info.soname == "libc.so.6"
     with Path(sys.executable).resolve().open("rb") as fh:
         assert _elf_info("bin/python", fh).kind == "executable"
+
+
+def test_a_prefix_map_flag_is_not_a_leaked_build_path(tmp_path: Path) -> None:
+    """torch records its CXX_FLAGS (with -ffile-prefix-map=/rvtorch/src=.) in libtorch_cpu.so;
+    that mention is the remedy. Any other mention of the build path is still found."""
+    from rvtorch.wheel import _find_markers
+
+    f = tmp_path / "lib.so"
+    f.write_bytes(b"\0CXX_FLAGS -ffile-prefix-map=/rvtorch/src=. -O2\0")
+    assert _find_markers(f, [b"/rvtorch/src"]) == []
+    f.write_bytes(b"\0-ffile-prefix-map=/rvtorch/src=.\0/rvtorch/src/build/lib:\0")
+    assert _find_markers(f, [b"/rvtorch/src"]) == ["/rvtorch/src"]
+    f.write_bytes(b"/rvtorch/src/aten/x.cpp")
+    assert _find_markers(f, [b"/rvtorch/src"]) == ["/rvtorch/src"]
