@@ -804,7 +804,14 @@ def finish_wheel(
     info["steps"]["repair_check"] = time.monotonic() - s
     if smoke:
         s = time.monotonic()
-        extra["smoke"] = smoke_wheel(wheel, plan.arch)
+        try:
+            extra["smoke"] = smoke_wheel(wheel, plan.arch)
+        except ValidationError:
+            # Kept for inspection like a wheel refused by check-wheel, never in dist/.
+            rejected = Path(plan.tree) / "build" / "rejected"
+            rejected.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(wheel, rejected / wheel.name)
+            raise
         info["steps"]["smoke"] = time.monotonic() - s
     return {**extra, **publish(wheel, Path(plan.out), {**info, **extra})}
 
