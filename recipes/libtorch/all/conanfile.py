@@ -115,7 +115,7 @@ class LibtorchConan(ConanFile):
         with zipfile.ZipFile(path) as whl:
             members = [
                 m for m in whl.namelist()
-                if m.startswith(("torch/include/", "torch/lib/", "torch/share/"))
+                if m.startswith(("torch/include/", "torch/lib/", "torch/share/", "torch.libs/"))
                 or m == "torch/version.py"
             ]
             if not any(m.startswith("torch/lib/libtorch") for m in members):
@@ -133,6 +133,12 @@ class LibtorchConan(ConanFile):
             raise ConanException(f"libtorch: {torch} has no share/cmake/Torch/TorchConfig.cmake")
         copy(self, "*", os.path.join(torch, "include"), os.path.join(dst, "include"))
         copy(self, "*.so*", os.path.join(torch, "lib"), os.path.join(dst, "lib"))
+        # A repaired wheel keeps OpenBLAS, gloo, protobuf... in torch.libs/ (hash-named, found
+        # through the RPATH $ORIGIN/../../torch.libs). In the package they sit beside libtorch
+        # in lib/, which the same RPATH's $ORIGIN entry covers.
+        if kind == "wheel":
+            copy(self, "*.so*", os.path.join(self.build_folder, "torch.libs"),
+                 os.path.join(dst, "lib"))
         copy(self, "*", os.path.join(torch, "share", "cmake"), os.path.join(dst, "share", "cmake"))
         copy(self, "version.py", torch, os.path.join(dst, "share", "libtorch"))
 
@@ -173,3 +179,8 @@ class LibtorchConan(ConanFile):
         for libdir in self.cpp_info.libdirs:
             self.runenv_info.prepend_path("LD_LIBRARY_PATH",
                                           os.path.join(self.package_folder, libdir))
+        # The linker resolves libtorch_cpu's own dependencies (bundled beside it) at link time.
+        rpath_link = [f"-Wl,-rpath-link,{os.path.join(self.package_folder, d)}"
+                      for d in self.cpp_info.libdirs]
+        self.cpp_info.exelinkflags = rpath_link
+        self.cpp_info.sharedlinkflags = rpath_link
