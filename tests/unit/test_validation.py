@@ -216,7 +216,7 @@ def test_install_wheel_into_a_venv_layout(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     site = venv / "lib" / "python3.13" / "site-packages"
     site.mkdir(parents=True)
-    install_wheel(_tiny_wheel(tmp_path), venv, "/tmp/guest/venv")
+    install_wheel(_tiny_wheel(tmp_path), venv, "/guest/venv")
     assert (site / "tinypkg" / "__init__.py").read_text() == "VALUE = 42\n"
     assert (site / "tinypkg-1.0.dist-info" / "RECORD").exists()
 
@@ -229,4 +229,4 @@ def test_install_wheel_rejects_a_broken_wheel(tmp_path: Path) -> None:
     bad = tmp_path / "broken-1.0-py3-none-any.whl"
     bad.write_bytes(b"not a zip")
     with pytest.raises(UsageError):
-        install_wheel(bad, venv, "/tmp/guest/venv")
+        install_wheel(bad, venv, "/guest/venv")
