@@ -777,38 +777,31 @@ def finish_wheel(
     wheel = wheels[0]
     extra: dict[str, Any] = {"unrepaired_size": wheel.stat().st_size}
     s = time.monotonic()
-    try:
-        from . import wheel as wheel_mod  # the wheel repair/check module (its own owner)
-    except ImportError:
-        wheel_mod = None  # type: ignore[assignment]
-        extra["repair"] = "skipped: rvtorch.wheel is not available"
+    from . import wheel as wheel_mod
+
     build_paths = [CTR_SRC, plan.tree]
-    if wheel_mod is not None:
-        t = matrix().target(plan.arch)
-        # The libraries to bundle live in the build image (the torch layer adds some to the
-        # toolchain image; Debian's libgloo.so sits in /usr/lib, outside the multiarch dir).
-        openblas = info.get("openblas") or plan.openblas
-        with mounted_image(engine, image) as root:
-            lib_path = repair_lib_path(openblas, t, root)
-            # A refused wheel stays in the tree (never in dist/) so that it can be inspected.
-            wheel = wheel_mod.repair_wheel(wheel, t, outdir / "repaired", lib_path=lib_path,
-                                           sysroot=root, build_paths=build_paths,
-                                           rejected_dir=Path(plan.tree) / "build" / "rejected")
-        report = wheel_mod.check_wheel(wheel, t, build_paths=build_paths)
-        extra["check"] = report.to_json()
-        if not report.ok:
-            # A wheel that fails its checks is a build error (exit 4), as for `rvtorch check-wheel`.
-            raise BuildError("check-wheel failed: " + report.summary().splitlines()[1].strip())
-        # Which OpenBLAS the wheel carries (build-info); a recipe one must be the deployed one.
-        extra["openblas"] = bundled_openblas(wheel, openblas)
+    # A wheel refused by check-wheel or by the smoke test stays here for inspection, never in dist/.
+    rejected = Path(plan.tree) / "build" / "rejected"
+    t = matrix().target(plan.arch)
+    # The libraries to bundle live in the build image (the torch layer adds some to the
+    # toolchain image; Debian's libgloo.so sits in /usr/lib, outside the multiarch dir).
+    openblas = info.get("openblas") or plan.openblas
+    with mounted_image(engine, image) as root:
+        lib_path = repair_lib_path(openblas, t, root)
+        # repair_wheel checks the result and refuses a failing wheel (BuildError, exit 4).
+        wheel = wheel_mod.repair_wheel(wheel, t, outdir / "repaired", lib_path=lib_path,
+                                       sysroot=root, build_paths=build_paths,
+                                       rejected_dir=rejected)
+    # The check's findings and figures for build-info.
+    extra["check"] = wheel_mod.check_wheel(wheel, t, build_paths=build_paths).to_json()
+    # Which OpenBLAS the wheel carries (build-info); a recipe one must be the deployed one.
+    extra["openblas"] = bundled_openblas(wheel, openblas)
     info["steps"]["repair_check"] = time.monotonic() - s
     if smoke:
         s = time.monotonic()
         try:
             extra["smoke"] = smoke_wheel(wheel, plan.arch)
         except ValidationError:
-            # Kept for inspection like a wheel refused by check-wheel, never in dist/.
-            rejected = Path(plan.tree) / "build" / "rejected"
             rejected.mkdir(parents=True, exist_ok=True)
             shutil.copy2(wheel, rejected / wheel.name)
             raise
