@@ -2,8 +2,10 @@
 
 Providers (``toolchains/torch.toml``):
   upstream  the git tag with its submodules (needs GitHub)
-  debian    Debian's dfsg orig tarball + packaging tarball from the Debian archive; the mirror is
-            ``--debian-mirror`` > ``RVTORCH_DEBIAN_MIRROR`` > the host's apt configuration.
+  debian    Debian's dfsg orig tarball + packaging tarball from the Debian archive, plus the
+            orig tarballs of the submodules restored in-tree (``vendored``: gloo, cpp-httplib);
+            the mirror is ``--debian-mirror`` > ``RVTORCH_DEBIAN_MIRROR`` > the host's apt
+            configuration.
 ``auto`` picks upstream when its git server answers within a few seconds, otherwise debian.
 
 Every downloaded file is checked against its pinned size and sha256; a mismatch deletes the file
@@ -192,10 +194,11 @@ def fetch_debian(tv: TorchVersion, mirror: str | None = None) -> dict[str, Path]
     base = debian_mirror(mirror)
     out_dir = sources_dir() / "debian"
     out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = [(tv.debian.pool, pin) for pin in tv.debian.files]
+    wanted += [(v.pool, v.file) for v in tv.debian.vendored]
     paths = {}
-    for pin in tv.debian.files:
-        url = f"{base}/{tv.debian.pool}/{pin.name}"
-        paths[pin.name] = download(url, out_dir / pin.name, pin)
+    for pool, pin in wanted:
+        paths[pin.name] = download(f"{base}/{pool}/{pin.name}", out_dir / pin.name, pin)
     return paths
 
 
@@ -331,6 +334,21 @@ def _extract(archive: Path, into: Path) -> None:
         ) from exc
 
 
+def _restore_vendored(archive: Path, top: str, dest: Path, work: Path) -> None:
+    """Put the top directory ``top`` of ``archive`` at ``dest`` (an absent or empty submodule)."""
+    if dest.exists() and any(dest.iterdir()):
+        raise SourceError(f"{dest.name}/ is not empty in the source tree; cannot restore "
+                          f"{archive.name} there")
+    into = work / f"vendored-{dest.name}"
+    _extract(archive, into)
+    if not (into / top).is_dir():
+        raise SourceError(f"{archive.name} has no top directory {top}/")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        dest.rmdir()
+    (into / top).rename(dest)
+
+
 def unpack_into(tv: TorchVersion, provider: str, tmp: Path, *, mirror: str | None = None) -> None:
     """Write a pristine source tree of ``tv`` into the (empty) directory ``tmp``."""
     if provider == "debian":
@@ -349,6 +367,8 @@ def unpack_into(tv: TorchVersion, provider: str, tmp: Path, *, mirror: str | Non
                 if not src.is_dir():
                     raise SourceError(f"{tv.debian.packaging.name} lacks {ov.source}/")
                 shutil.copytree(src, tmp / ov.dest, dirs_exist_ok=True)
+        for v in tv.debian.vendored:
+            _restore_vendored(paths[v.file.name], v.tree, tmp / v.dest, work)
         shutil.rmtree(work)
     else:
         checkout = fetch_upstream(tv)

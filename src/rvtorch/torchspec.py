@@ -40,6 +40,19 @@ class Overlay:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Vendored:
+    """A third-party source the dfsg tarball leaves out, restored from its own Debian orig tarball.
+
+    ``tree`` is the tarball's top directory; its contents become ``dest`` in the PyTorch tree.
+    """
+
+    pool: str
+    file: PinnedFile
+    tree: str
+    dest: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class UpstreamSource:
     git: str
     tag: str
@@ -52,6 +65,7 @@ class DebianSource:
     tree: str
     files: tuple[PinnedFile, ...]
     overlays: tuple[Overlay, ...]
+    vendored: tuple[Vendored, ...]
     prepare: tuple[str, ...]
     sysroot_packages: tuple[str, ...]
     build_packages: tuple[str, ...]
@@ -148,6 +162,15 @@ def _strs(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _pinned(f: Any, where: str) -> PinnedFile:
+    _keys(f, ("name", "size", "sha256"), where)
+    if not isinstance(f["size"], int) or f["size"] <= 0:
+        raise UsageError(f"{where}.size: expected a positive integer")
+    if not _SHA256.match(_str(f["sha256"], f"{where}.sha256")):
+        raise UsageError(f"{where}.sha256: expected 64 lower-case hex digits")
+    return PinnedFile(name=_str(f["name"], f"{where}.name"), size=f["size"], sha256=f["sha256"])
+
+
 def _env(table: Any, where: str) -> dict[str, str]:
     if not isinstance(table, dict):
         raise UsageError(f'{where}: expected a table of NAME = "value"')
@@ -175,30 +198,31 @@ def _parse_version(version: str, t: Mapping[str, Any], where: str) -> TorchVersi
 
     deb = src["debian"]
     dw = f"{where}.source.debian"
-    _keys(deb, ("pool", "tree", "files", "overlays", "prepare", "sysroot_packages",
+    _keys(deb, ("pool", "tree", "files", "overlays", "vendored", "prepare", "sysroot_packages",
                 "build_packages"), dw)
-    files = []
-    for i, f in enumerate(deb["files"]):
-        fw = f"{dw}.files[{i}]"
-        _keys(f, ("name", "size", "sha256"), fw)
-        if not isinstance(f["size"], int) or f["size"] <= 0:
-            raise UsageError(f"{fw}.size: expected a positive integer")
-        if not _SHA256.match(_str(f["sha256"], f"{fw}.sha256")):
-            raise UsageError(f"{fw}.sha256: expected 64 lower-case hex digits")
-        files.append(
-            PinnedFile(name=_str(f["name"], f"{fw}.name"), size=f["size"], sha256=f["sha256"])
-        )
+    files = [_pinned(f, f"{dw}.files[{i}]") for i, f in enumerate(deb["files"])]
     if not any(".orig." in f.name for f in files):
         raise UsageError(f"{dw}.files: needs the .orig tarball")
     overlays = []
     for i, o in enumerate(deb["overlays"]):
         _keys(o, ("from", "to"), f"{dw}.overlays[{i}]")
         overlays.append(Overlay(source=_str(o["from"], "from"), dest=_str(o["to"], "to")))
+    vendored = []
+    for i, v in enumerate(deb["vendored"]):
+        vw = f"{dw}.vendored[{i}]"
+        _keys(v, ("pool", "name", "size", "sha256", "tree", "to"), vw)
+        pin = _pinned({k: v[k] for k in ("name", "size", "sha256")}, vw)
+        dest = _str(v["to"], f"{vw}.to")
+        if not dest.startswith("third_party/") or ".." in dest.split("/"):
+            raise UsageError(f"{vw}.to: expected a directory under third_party/, got {dest!r}")
+        vendored.append(Vendored(pool=_str(v["pool"], f"{vw}.pool"), file=pin,
+                                 tree=_str(v["tree"], f"{vw}.tree"), dest=dest))
     debian = DebianSource(
         pool=_str(deb["pool"], f"{dw}.pool"),
         tree=_str(deb["tree"], f"{dw}.tree"),
         files=tuple(files),
         overlays=tuple(overlays),
+        vendored=tuple(vendored),
         prepare=_strs(deb["prepare"], f"{dw}.prepare"),
         sysroot_packages=_strs(deb["sysroot_packages"], f"{dw}.sysroot_packages"),
         build_packages=_strs(deb["build_packages"], f"{dw}.build_packages"),

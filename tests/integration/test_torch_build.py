@@ -13,6 +13,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -157,6 +158,14 @@ def test_configure_in_the_image(env: dict[str, str], arch: str) -> None:
     assert f"OpenBLAS_LIB:FILEPATH=/usr/lib/{t.triple}/libopenblas.so" in cache
     assert f"SLEEF_LIBRARY:FILEPATH=/usr/lib/{t.triple}/libsleef.so" in cache
     assert "USE_XNNPACK:BOOL=0" in cache and "USE_DISTRIBUTED:BOOL=1" in cache
+    # gloo is the vendored one (static, TCP only), not the sysroot's libgloo with MPI/ibverbs/redis;
+    # cpp-httplib is the vendored header-only one (no libcpp-httplib.so to link).
+    assert "USE_SYSTEM_GLOO:BOOL=0" in cache and "GLOO_STATIC_OR_SHARED:STRING=STATIC" in cache
+    assert "Gloo_LIBRARY" not in cache and "HTTPLIB_LIBRARY" not in cache
+    gloo_config = (build / "third_party/gloo/gloo/config.h").read_text()
+    for flag in ("MPI", "IBVERBS", "REDIS"):
+        assert f"#define GLOO_USE_{flag} 0" in gloo_config
+    assert "#define GLOO_HAVE_TRANSPORT_TCP 1" in gloo_config
     log = (build / "rvtorch-build.log").read_text(errors="replace")
     assert "Using system fmt" in log and "Build files have been written to" in log
 
@@ -240,12 +249,25 @@ def test_partial_riscv64_build_runs_under_qemu_and_resumes_after_a_kill(
     assert (build / "caffe2/CMakeFiles/torch_cpu.dir/__/torch/csrc/jit/mobile/"
             "flatbuffer_loader.cpp.o").exists()
 
-    # Patch 0006 in the object code: the BLAS glue calls OpenBLAS's cblas dot wrappers.
+    # Patch 0005 in the object code: the BLAS glue calls OpenBLAS's cblas dot wrappers.
     blas_obj = next(t for t in plan["targets"] if t.endswith("native/BlasKernel.cpp.o"))
     with engine.container(image, mounts={str(tree): src}) as ctr:
         nm = ctr.call(["riscv64-linux-gnu-nm", "-u", f"{src}/build/{blas_obj}"], capture=True)
+        # The vendored gloo: a riscv64 static archive with the TCP transport and no MPI, and the
+        # header-only httplib compiled into the control-plane server (no libcpp-httplib symbols).
+        gloo = ctr.call(["bash", "-c", f"riscv64-linux-gnu-nm -C {src}/build/lib/libgloo.a | "
+                         "grep -c 'gloo::transport::tcp::Device::' ; "
+                         f"riscv64-linux-gnu-nm -u {src}/build/lib/libgloo.a | grep -c MPI_ ; "
+                         f"riscv64-linux-gnu-objdump -f {src}/build/lib/libgloo.a | "
+                         "grep -m1 'file format'"], capture=True, check=False)
+        worker = next(t for t in plan["targets"] if t.endswith("WorkerServer.cpp.o"))
+        httplib = ctr.call(["riscv64-linux-gnu-nm", "-C", f"{src}/build/{worker}"], capture=True)
     undefined = nm.stdout.split()
     assert "cblas_cdotu_sub" in undefined and "cdotu_" not in undefined
+    tcp_syms, mpi_syms, fmt = gloo.stdout.split("\n", 2)
+    assert int(tcp_syms) > 0 and int(mpi_syms) == 0 and "elf64-littleriscv" in fmt, gloo.stdout
+    # Header-only: httplib::Server's members are defined (weak, inline) in the object itself.
+    assert re.search(r"^\S+ [WT] httplib::Server::listen_after_bind\(\)", httplib.stdout, re.M)
 
 
 def test_auto_falls_back_to_debian_with_one_notice(env: dict[str, str]) -> None:

@@ -59,6 +59,38 @@ def test_unknown_env_target_arch_and_bad_sha() -> None:
         parse_spec(data)
 
 
+def test_debian_source_vendors_gloo_and_httplib_without_system_gloo() -> None:
+    """The debian provider restores gloo (PyTorch 2.6.0's submodule commit) and cpp-httplib from
+    pinned Debian orig tarballs and builds gloo itself: USE_SYSTEM_LIBS=1 would force the sysroot's
+    libgloo (with OpenMPI/ibverbs/hiredis) back in, so it is "0" and every USE_SYSTEM_* explicit."""
+    tv = torch_version("2.6.0")
+    dests = {v.dest: v for v in tv.debian.vendored}
+    assert set(dests) == {"third_party/gloo", "third_party/cpp-httplib"}
+    assert "5354032" in dests["third_party/gloo"].file.name
+    env = tv.resolve_env(provider="debian", arch="riscv64")
+    assert env["USE_SYSTEM_LIBS"] == "0" and env["USE_SYSTEM_GLOO"] == "0"
+    assert env["USE_GLOO"] == "1" and env["USE_MPI"] == "0"
+    assert "libgloo-dev" not in tv.debian.sysroot_packages
+    plan = build.make_plan("riscv64", provider="debian", stage="partial")
+    assert [v["to"] for v in plan.source["vendored"]] == [v.dest for v in tv.debian.vendored]
+    assert "gloo" in plan.targets  # the partial build compiles the vendored gloo
+
+
+def test_vendored_entries_are_validated() -> None:
+    data = copy.deepcopy(raw_spec())
+    data["torch"]["2.6.0"]["source"]["debian"]["vendored"][0]["to"] = "../gloo"
+    with pytest.raises(UsageError, match="under third_party/"):
+        parse_spec(data)
+    data = copy.deepcopy(raw_spec())
+    data["torch"]["2.6.0"]["source"]["debian"]["vendored"][1]["sha256"] = "f" * 63
+    with pytest.raises(UsageError, match=r"vendored\[1\]\.sha256"):
+        parse_spec(data)
+    data = copy.deepcopy(raw_spec())
+    del data["torch"]["2.6.0"]["source"]["debian"]["vendored"][0]["tree"]
+    with pytest.raises(UsageError, match="missing key 'tree'"):
+        parse_spec(data)
+
+
 def test_non_string_flag_rejected() -> None:
     data = copy.deepcopy(raw_spec())
     data["torch"]["2.6.0"]["env"]["USE_CUDA"] = 0
@@ -342,6 +374,37 @@ def test_corrupt_tarball_is_a_source_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\xfd7zXZ\x00garbage")
     with pytest.raises(SourceError, match="corrupt"):
         sources._extract(bad, tmp_path / "out")
+
+
+def _tarball(path: Path, members: dict[str, str]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:xz") as tf:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_restore_vendored_top_dir_or_root(tmp_path: Path) -> None:
+    """A vendored tarball lands at its third_party/ directory, from its top directory or (tree
+    ".") from its root; a missing top directory or an occupied destination is a source error."""
+    work = tmp_path / "work"
+    tree = tmp_path / "tree"
+    (tree / "third_party" / "gloo").mkdir(parents=True)  # an empty submodule dir, as in git
+    flat = _tarball(tmp_path / "gloo.tar.xz", {"CMakeLists.txt": "project(gloo)", "gloo/a.h": ""})
+    sources._restore_vendored(flat, ".", tree / "third_party/gloo", work)
+    assert (tree / "third_party/gloo/gloo/a.h").exists()
+    topped = _tarball(tmp_path / "h.tar.xz", {"cpp-httplib-1/httplib.h": "//"})
+    sources._restore_vendored(topped, "cpp-httplib-1", tree / "third_party/cpp-httplib", work)
+    assert (tree / "third_party/cpp-httplib/httplib.h").read_text() == "//"
+    with pytest.raises(SourceError, match="no top directory other/"):
+        sources._restore_vendored(topped, "other", tree / "third_party/x", work)
+    with pytest.raises(SourceError, match="not empty"):
+        sources._restore_vendored(flat, ".", tree / "third_party/gloo", work)
 
 
 def test_staging_is_atomic(tmp_path: Path) -> None:
