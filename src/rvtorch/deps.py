@@ -84,11 +84,16 @@ def cpu_models_conf(t: Target) -> str:
 
 def openblas_spec(t: Target, *, version: str = OPENBLAS_VERSION, dynamic_list: Sequence[str] |
                   None = None, static_target: str | None = None,
-                  build_lapack: bool = False, extra_options: Mapping[str, str] | None = None
+                  build_lapack: bool = True, extra_options: Mapping[str, str] | None = None
                   ) -> DepSpec:
-    """OpenBLAS as the torch build wants it: DYNAMIC_ARCH over targets.toml's kernel sets.
+    """OpenBLAS as the torch build wants it: DYNAMIC_ARCH over targets.toml's kernel sets, with
+    LAPACK (torch.linalg needs it).
 
     ``static_target`` builds one kernel set instead (cheaper; used by the CI's armv8 check).
+    A Debian ``+ds`` source has no lapack-netlib/: the recipe then merges the target's reference
+    ``liblapack_pic.a`` (as Debian builds its OpenBLAS), so the throw-away build container gets
+    ``liblapack-dev:<arch>`` from the Debian archive first (apt verifies it against the signed
+    release files).
     """
     options = {"shared": "True", "threading": "pthread",
                "build_lapack": str(build_lapack)}
@@ -98,8 +103,13 @@ def openblas_spec(t: Target, *, version: str = OPENBLAS_VERSION, dynamic_list: S
         options.update(dynamic_arch="True",
                        dynamic_list=" ".join(dynamic_list or t.openblas_targets))
     options.update(extra_options or {})
+    setup: tuple[tuple[str, ...], ...] = ()
+    if options["build_lapack"] == "True" and "+ds" in version:
+        setup = (("apt-get", "update", "-qq"),
+                 ("apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                  f"liblapack-dev:{t.debian_arch}"))
     return DepSpec(name="openblas", version=version, options=options,
-                   confs={"user.rvtorch:cpu_models": cpu_models_conf(t)})
+                   confs={"user.rvtorch:cpu_models": cpu_models_conf(t)}, setup=setup)
 
 
 def spec_for(name: str, t: Target, **kw: Any) -> DepSpec:

@@ -50,6 +50,10 @@ def test_openblas_riscv64_dynamic_arch_under_qemu(tmp_path: Path,
     text = out.out + out.err
     kernels = _kernel_lines(text)
     assert set(kernels) == set(t.cpu_names), text[-4000:]
+    # LAPACK: OpenBLAS's own routines + the reference ones from liblapack_pic.a, on every model.
+    assert text.count("lapack dgesv 7x7 info 0") == len(t.cpu), text[-4000:]
+    assert text.count("lapack dsyev 7x7 info 0") == len(t.cpu), text[-4000:]
+    assert re.search(r"reference LAPACK from \S+liblapack_pic\.a: \d+ objects merged", text)
     for c in t.cpu:
         got, expected = kernels[c.name]
         assert expected == c.openblas_core
@@ -63,10 +67,11 @@ def test_openblas_riscv64_dynamic_arch_under_qemu(tmp_path: Path,
 
 
 def test_openblas_armv8_builds_and_runs(capfd: pytest.CaptureFixture[str]) -> None:
-    """Cheap ARM check: one kernel set (TARGET=ARMV8, real types), run on every aarch64 model."""
+    """Cheap ARM check: one kernel set (TARGET=ARMV8, real types, no LAPACK), run on every
+    aarch64 model."""
     t = target("aarch64")
     deps.build("aarch64", only=["openblas"], deploy=False, static_target="ARMV8",
-               extra_options={"precisions": "sd"})
+               build_lapack=False, extra_options={"precisions": "sd"})
     out = capfd.readouterr()
     kernels = _kernel_lines(out.out + out.err)
     assert set(kernels) == set(t.cpu_names)

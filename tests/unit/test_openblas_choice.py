@@ -86,7 +86,9 @@ def test_recipe_not_deployed_is_built_first(cache: Path) -> None:
     assert p.env["OpenBLAS_INCLUDE_DIR"] == f"{CTR_PREFIX}/include"
     assert "-DBLAS=OpenBLAS" in p.cmake
     assert any("rvtorch deps build --arch riscv64 --only openblas" in n for n in p.notes)
-    assert any("no LAPACK" in n for n in p.notes)
+    # With LAPACK by default (the +ds source merges the target's liblapack_pic.a).
+    assert ob["options"]["build_lapack"] == "True"
+    assert not any("LAPACK" in n for n in p.notes)
 
 
 def test_recipe_deployed_is_used_with_its_sha256(cache: Path) -> None:
@@ -99,15 +101,15 @@ def test_recipe_deployed_is_used_with_its_sha256(cache: Path) -> None:
 
 
 def test_recipe_rebuilds_a_deployment_with_other_options(cache: Path) -> None:
-    deploy(cache, static_target="RISCV64_GENERIC", build_lapack=True)
+    deploy(cache, static_target="RISCV64_GENERIC", build_lapack=False)
     ob = plan("recipe").openblas
     assert ob["status"] == "build"
     assert "other build_lapack, dynamic_arch, dynamic_list, target" in ob["reason"]
-    # `deployed` takes it as it is (and then has LAPACK: no note about it).
+    # `deployed` takes it as it is (and then has no LAPACK: the plan says so).
     dep = plan("deployed")
     assert dep.openblas["status"] == "deployed"
-    assert dep.openblas["options"]["build_lapack"] == "True"
-    assert not any("LAPACK" in n for n in dep.notes)
+    assert dep.openblas["options"]["build_lapack"] == "False"
+    assert any("no LAPACK" in n for n in dep.notes)
 
 
 def test_incomplete_deployment_counts_as_missing(cache: Path) -> None:
@@ -208,3 +210,16 @@ def test_bundled_openblas_must_be_the_deployed_one(cache: Path, tmp_path: Path) 
     with pytest.raises(BuildError, match="bundles 0 libopenblas files"):
         build.bundled_openblas(none, record)
     assert build.bundled_openblas(none, plan("sysroot").openblas)["bundled"] == []
+
+
+def test_lapack_on_a_ds_source_brings_the_targets_liblapack_pic() -> None:
+    """The +ds source has no lapack-netlib/: the build container gets liblapack-dev:<arch>
+    (liblapack_pic.a) first; without LAPACK, or from an upstream tarball, nothing is installed."""
+    rv = target("riscv64")
+    spec = deps.openblas_spec(rv)
+    assert spec.options["build_lapack"] == "True" and "+ds" in spec.version
+    assert spec.setup[-1][-1] == "liblapack-dev:riscv64"
+    assert deps.openblas_spec(rv, build_lapack=False).setup == ()
+    assert deps.openblas_spec(rv, version="0.3.34").setup == ()
+    arm = deps.openblas_spec(target("aarch64"), static_target="ARMV8")
+    assert arm.setup[-1][-1] == "liblapack-dev:arm64"

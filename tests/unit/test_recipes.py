@@ -138,12 +138,14 @@ def test_unknown_option_value_is_clear(home: dict[str, str], tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("opts", "message"), [
-    (("-o", "openblas/*:build_lapack=True"), "Debian's +ds repack"),
     (("-o", "openblas/*:dynamic_arch=False"), "a cross build must name a TARGET"),
     (("-o", "openblas/*:dynamic_list=riscv64_zvl128b"), "is not an OpenBLAS TARGET name"),
     (("-s", "compiler.version=12"), "need GCC >= 14"),
     (("-o", "openblas/*:precisions=sx"), "precisions='sx'"),
     (("-o", "openblas/*:precisions=sd"), "dynamic_arch needs every precision"),
+    (("-o", "openblas/*:dynamic_arch=False", "-o", "openblas/*:target=RISCV64_GENERIC",
+      "-o", "openblas/*:precisions=sd", "-o", "openblas/*:build_lapack=True"),
+     "build_lapack needs every precision"),
 ])
 def test_invalid_configurations_explain(home: dict[str, str], tmp_path: Path,
                                         opts: tuple[str, ...], message: str) -> None:

@@ -7,6 +7,7 @@ and it installs the headers straight into include/ (PyTorch's FindOpenBLAS looks
 
 import os
 import re
+import subprocess
 
 from conan import ConanFile
 from conan.errors import ConanException, ConanInvalidConfiguration
@@ -103,8 +104,10 @@ class OpenBLASConan(ConanFile):
         "default for riscv64: RISCV64_GENERIC RISCV64_ZVL128B RISCV64_ZVL256B",
         "threading": "pthread (USE_THREAD=1), openmp (USE_OPENMP=1) or none (single-threaded)",
         "num_threads": "Largest thread count the library supports (NUM_THREADS)",
-        "build_lapack": "Build LAPACK from OpenBLAS's C translation (C_LAPACK=1, no Fortran "
-        "compiler needed); needs the upstream tarball, Debian's +ds repack has no lapack-netlib",
+        "build_lapack": "Include LAPACK. Upstream tarballs: OpenBLAS's C translation (C_LAPACK=1, "
+        "no Fortran compiler needed). Debian's +ds repacks have no lapack-netlib/: OpenBLAS's own "
+        "LAPACK routines plus the rest from the target's reference liblapack_pic.a (Debian's "
+        "liblapack-dev), as Debian builds its OpenBLAS; conf user.openblas:lapack_pic=PATH",
         "precisions": "Letters of the types to build: s (float), d (double), c (complex), "
         "z (double complex); e.g. sd halves the build (BUILD_SINGLE/BUILD_DOUBLE/...)",
     }
@@ -166,17 +169,17 @@ class OpenBLASConan(ConanFile):
             raise ConanInvalidConfiguration(
                 "openblas: dynamic_arch needs every precision (precisions=sdcz)"
             )
+        if self.options.build_lapack and set(precisions) != set(PRECISIONS):
+            # LAPACK's complex routines call the complex BLAS.
+            raise ConanInvalidConfiguration(
+                "openblas: build_lapack needs every precision (precisions=sdcz)"
+            )
         if self.options.dynamic_list and not self.options.dynamic_arch:
             raise ConanInvalidConfiguration("openblas: dynamic_list needs dynamic_arch=True")
         if cross_building(self) and not self._target:
             raise ConanInvalidConfiguration(
                 "openblas: a cross build must name a TARGET: set -o openblas/*:target=... "
                 "or -o openblas/*:dynamic_arch=True"
-            )
-        if self.options.build_lapack and self._is_ds:
-            raise ConanInvalidConfiguration(
-                f"openblas/{self.version}: build_lapack needs lapack-netlib/, which Debian's "
-                "+ds repack removes; use the upstream version or LAPACK from the sysroot"
             )
         rvv = [n for n in names if "ZVL" in n or n == "x280"]
         if rvv and self._arch == "riscv64":
@@ -244,7 +247,11 @@ class OpenBLASConan(ConanFile):
             v.update(USE_THREAD="1", USE_OPENMP="0")
         else:
             v.update(USE_THREAD="0", USE_OPENMP="0")
-        if opts.build_lapack:
+        if opts.build_lapack and self._is_ds:
+            # OpenBLAS's LAPACK routines (getrf, potrf, ...) are built; the reference ones are
+            # merged in from liblapack_pic.a after `make libs` (see _merge_reference_lapack).
+            v.update(NO_LAPACK="0", NO_LAPACKE="1")
+        elif opts.build_lapack:
             v["C_LAPACK"] = "1"
         else:
             v.update(NO_LAPACK="1", NO_LAPACKE="1")
@@ -264,10 +271,85 @@ class OpenBLASConan(ConanFile):
         args = " ".join(f'{k}="{val}"' for k, val in self._make_vars().items())
         self.run(f"make -j{build_jobs(self)} {args} {targets}", cwd=self.source_folder)
 
+    def _target_file(self, name):
+        """A file of the target's library path (the image's multiarch sysroot), via the compiler."""
+        conf = self.conf.get(f"user.openblas:{name.split('.')[0].removeprefix('lib')}",
+                             default=None)
+        if conf:
+            return conf
+        out = subprocess.run([self._compiler("c"), f"-print-file-name={name}"],
+                             capture_output=True, text=True, check=False).stdout.strip()
+        return out if os.path.isabs(out) and os.path.isfile(out) else None
+
+    def _binutil(self, tool):
+        """The cross binutil matching CC (riscv64-linux-gnu-gcc-14 -> riscv64-linux-gnu-nm)."""
+        m = re.match(r"^(.*-)(?:gcc|cc|clang)(?:-[\d.]+)?$", os.path.basename(self._compiler("c")))
+        return f"{m.group(1)}{tool}" if m else tool
+
+    def _merge_reference_lapack(self):
+        """Debian's +ds source has no lapack-netlib/: take every reference LAPACK object of the
+        target's liblapack_pic.a that OpenBLAS does not implement itself into the archive."""
+        pic = self._target_file("liblapack_pic.a")
+        if not pic:
+            raise ConanException(
+                f"openblas/{self.version}: build_lapack on a +ds source needs the target's "
+                "liblapack_pic.a (Debian liblapack-dev for the target); install it or set "
+                "-c user.openblas:lapack_pic=PATH"
+            )
+        archives = [f for f in os.listdir(self.source_folder)
+                    if re.match(r"^libopenblas.*\.a$", f)
+                    and not os.path.islink(os.path.join(self.source_folder, f))]
+        if len(archives) != 1:
+            raise ConanException(f"openblas: expected one built archive, found {archives}")
+        archive = os.path.join(self.source_folder, archives[0])
+        nm, ar = self._binutil("nm"), self._binutil("ar")
+
+        def defined(path):
+            out = subprocess.run([nm, "-g", "--defined-only", path], capture_output=True,
+                                 text=True, check=True).stdout
+            return {f[2] for f in (line.split() for line in out.splitlines()) if len(f) == 3}
+
+        have = defined(archive)
+        work = os.path.join(self.build_folder, "lapack-reference")
+        rmdir(self, work)
+        os.makedirs(work)
+        subprocess.run([ar, "x", pic], cwd=work, check=True)
+        kept, dropped = [], 0
+        for obj in sorted(os.listdir(work)):
+            path = os.path.join(work, obj)
+            if defined(path) & have:
+                os.unlink(path)  # OpenBLAS's optimised version (or its xerbla/lsame) wins
+                dropped += 1
+            else:
+                # A prefix keeps a reference object from replacing an OpenBLAS member of the
+                # same file name.
+                renamed = os.path.join(work, f"lapackref_{obj}")
+                os.rename(path, renamed)
+                kept.append(renamed)
+        if not kept:
+            raise ConanException(f"openblas: {pic} added no LAPACK routine")
+        subprocess.run([ar, "rs", archive, *kept], check=True)
+        self.output.info(f"reference LAPACK from {pic}: {len(kept)} objects merged, "
+                         f"{dropped} left to OpenBLAS's own routines")
+
     def build(self):
         self._check_known_targets()
-        # `libs netlib shared` skips the test suites, which would run target code on the build host.
         shared = " shared" if self.options.shared else ""
+        if self.options.build_lapack and self._is_ds:
+            self._make("libs")
+            self._merge_reference_lapack()
+            if self.options.shared:
+                # What `make shared` does without its netlib step; the reference objects need
+                # the Fortran runtime.
+                gfortran = self._target_file("libgfortran.so.5")
+                if not gfortran:
+                    raise ConanException(
+                        "openblas: the merged reference LAPACK needs the target's "
+                        "libgfortran.so.5; install it or set -c user.openblas:gfortran=PATH"
+                    )
+                self._make(f'-C exports so EXTRALIB="{gfortran}"')
+            return
+        # `libs netlib shared` skips the test suites, which would run target code on the build host.
         self._make(f"libs netlib{shared}")
 
     def package(self):
@@ -285,6 +367,8 @@ class OpenBLASConan(ConanFile):
         self.cpp_info.set_property("pkg_config_name", "openblas")
         self.cpp_info.libs = ["openblas"]
         self.cpp_info.system_libs = ["m"]
+        if self.options.build_lapack and self._is_ds and not self.options.shared:
+            self.cpp_info.system_libs.append("gfortran")  # the reference LAPACK objects
         if self.options.threading != "none":
             self.cpp_info.system_libs.append("pthread")
         if self.options.threading == "openmp":

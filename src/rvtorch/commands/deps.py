@@ -56,8 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     b.add_argument("--openblas-option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other openblas recipe option, e.g. threading=openmp or "
                    "precisions=sd (repeatable; see docs/recipes.md)")
-    b.add_argument("--build-lapack", action="store_true",
-                   help="OpenBLAS with its C LAPACK (needs an upstream, non-+ds version)")
+    b.add_argument("--build-lapack", action=argparse.BooleanOptionalAction, default=True,
+                   help="OpenBLAS with LAPACK (default; a +ds version takes the reference "
+                   "routines from the target's liblapack_pic.a)")
     b.add_argument("--torch-wheel", type=Path, metavar="WHL",
                    help="torch wheel whose C++ side the libtorch recipe packages")
     b.add_argument("--torch-from", choices=("debian",),

@@ -37,7 +37,8 @@ class TestPackageConan(ConanFile):
 
     def build(self):
         cmake = CMake(self)
-        cmake.configure()
+        has_lapack = bool(self.dependencies["openblas"].options.build_lapack)
+        cmake.configure(variables={"TEST_LAPACK": "ON" if has_lapack else "OFF"})
         cmake.build()
 
     def _expected_core(self, model):
