@@ -172,10 +172,13 @@ def preflight(spec: DepSpec, t: Target) -> None:
     """Resolve the graph on the host (seconds, no image) so a bad option fails before a build.
 
     An unknown option value is Conan's own error; a configuration the recipe refuses is its
-    ``validate()`` message. Both become a one-line usage error (exit 2).
+    ``validate()`` message. Both become a one-line usage error (exit 2). The recipe is read from
+    the repository folder ``conan create`` will export, never from an older revision in the
+    Conan cache.
     """
     host, build = profiles(t)
-    proc = conan.run_conan(["graph", "info", f"--requires={spec.ref}", "-r", conan.REMOTE_NAME,
+    recipe = conan.recipes_dir() / spec.name / "all"
+    proc = conan.run_conan(["graph", "info", str(recipe), "--version", spec.version,
                             "-pr:h", str(host), "-pr:b", str(build), *spec.option_args(),
                             *spec.conf_args(), "-f", "json"],
                            capture=True, check=False, quiet=True)
