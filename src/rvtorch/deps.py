@@ -82,6 +82,12 @@ def cpu_models_conf(t: Target) -> str:
     return json.dumps(models, separators=(",", ":"))
 
 
+def _apt_install(*packages: str) -> tuple[tuple[str, ...], ...]:
+    """Setup commands installing Debian packages into the throw-away build container."""
+    return (("apt-get", "update", "-qq"),
+            ("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages))
+
+
 def openblas_spec(t: Target, *, version: str = OPENBLAS_VERSION, dynamic_list: Sequence[str] |
                   None = None, static_target: str | None = None,
                   build_lapack: bool = True, extra_options: Mapping[str, str] | None = None
@@ -105,9 +111,7 @@ def openblas_spec(t: Target, *, version: str = OPENBLAS_VERSION, dynamic_list: S
     options.update(extra_options or {})
     setup: tuple[tuple[str, ...], ...] = ()
     if options["build_lapack"] == "True" and "+ds" in version:
-        setup = (("apt-get", "update", "-qq"),
-                 ("apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                  f"liblapack-dev:{t.debian_arch}"))
+        setup = _apt_install(f"liblapack-dev:{t.debian_arch}")
     return DepSpec(name="openblas", version=version, options=options,
                    confs={"user.rvtorch:cpu_models": cpu_models_conf(t)}, setup=setup)
 
@@ -135,9 +139,7 @@ def spec_for(name: str, t: Target, **kw: Any) -> DepSpec:
                          f"{{ echo 'python3:{a} got installed' >&2; exit 1; }}")
             return DepSpec(name="libtorch", version=LIBTORCH_VERSION,
                            options={"origin": "debian"}, confs={"user.libtorch:sysroot": "/"},
-                           setup=(("apt-get", "update", "-qq"),
-                                  ("apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                                   f"libtorch2.6:{a}"),
+                           setup=(*_apt_install(f"libtorch2.6:{a}"),
                                   ("sh", "-c", unpack_dev),
                                   ("sh", "-c", no_python)))
         raise UsageError("libtorch needs --torch-wheel PATH (a wheel built by `rvtorch build`) "
