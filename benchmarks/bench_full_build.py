@@ -154,10 +154,14 @@ def _launch(args: argparse.Namespace, key: str, out: Path) -> int:
     marker.with_suffix(".end").unlink(missing_ok=True)
     keep_previous(key)
     log = bench_dir() / f"full-{key}.driver.log"
+    # The README's main command itself (it installs the host packages and the venv it needs),
+    # so a run on a fresh machine is also the rehearsal of that command.
     argv = [
-        "nice", "-n", "5", sys.executable, "-m", "rvtorch", "build", "--arch", args.arch,
+        "nice", "-n", "5", str(ROOT / "scripts" / "build_torch.sh"), "--arch", args.arch,
         "--source", "debian", "--jobs", str(args.jobs), "--cache", "ccache", "--out", plan.out,
     ]
+    fresh = starting_state(args.arch)
+    (bench_dir() / f"full-{key}.state.json").write_text(json.dumps(fresh, indent=2) + "\n")
     with log.open("w") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     print(f"started pid {proc.pid}: {' '.join(argv)}; driver log {log}", file=sys.stderr)
@@ -172,6 +176,25 @@ def _launch(args: argparse.Namespace, key: str, out: Path) -> int:
     marker.with_suffix(".end").write_text(_iso(time.time()) + "\n")
     snapshot(args.arch, start, time.time(), plan, rc=proc.returncode, key=key)
     return proc.returncode
+
+
+def starting_state(arch: str) -> dict[str, Any]:
+    """What the machine held when the build started: a from-clean record needs an empty ccache,
+    and a fresh machine has no binfmt_misc entry for the target."""
+    ccache = cache_dir() / "ccache"
+    objects = sum(1 for p in ccache.rglob("*") if p.is_file()) if ccache.is_dir() else 0
+    return {"ccache_files": objects, "from_clean": objects == 0,
+            "binfmt": build.host_binfmt(arch),
+            "tree_existed": Path(build.make_plan(arch, provider="debian").tree).exists()}
+
+
+def verdict(out_dir: Path) -> dict[str, Any] | None:
+    """The validation verdict the build recorded in the published wheel's build-info."""
+    infos = sorted(out_dir.glob("torch-*.whl.build-info.json"))
+    if not infos:
+        return None
+    info = json.loads(infos[-1].read_text())
+    return info.get("validation") or {"status": "not recorded by this build"}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -206,6 +229,12 @@ def snapshot(
 ) -> None:
     log = Path(plan.tree) / "build" / "rvtorch-build.log"
     entry = summarize(log, start, end, Path(plan.out))
+    state = bench_dir() / f"full-{key or arch}.state.json"
+    if state.exists():
+        entry["start_state"] = json.loads(state.read_text())
+    found = verdict(Path(plan.out))
+    if found is not None:
+        entry["validation"] = found
     if rc is not None:
         entry["status"] = "finished" if rc == 0 else "failed"
     entry.update(

@@ -5,5 +5,10 @@
 # A thin wrapper: all decisions are made by `rvtorch build` (src/rvtorch/build.py).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# --dry-run and --help only print: they install nothing.
+case " $* " in
+  *" --dry-run "* | *" --help "* | *" -h "*) ;;
+  *) ensure_host_packages ;;
+esac
 ensure_venv
 exec "$RVTORCH_VENV/bin/rvtorch" build "$@"

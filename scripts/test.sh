@@ -24,26 +24,8 @@ needs_host_tools() {
   return 1
 }
 
-# Host packages: container engines, debootstrap, qemu-user for the integration/emulated tiers.
-APT_PACKAGES=(buildah podman debootstrap qemu-user-static binfmt-support xz-utils zstd git)
-# Each target's binutils (its strip, for wheel repair): one package per triple in targets.toml.
-while read -r triple; do APT_PACKAGES+=("binutils-$triple"); done < <(
-  "$(host_python)" -c 'import sys, tomllib
-for t in tomllib.load(open(sys.argv[1], "rb"))["target"].values(): print(t["triple"])' \
-    "$RVTORCH_ROOT/toolchains/targets.toml")
-if needs_host_tools && [ -z "${RVTORCH_SKIP_APT:-}" ]; then
-  missing=()
-  for p in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    [ "$(id -u)" -eq 0 ] || die "missing host packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})"
-    log "apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-fi
+# Host packages (scripts/lib.sh has the one list) for the tiers that start containers or QEMU.
+if needs_host_tools; then ensure_host_packages; fi
 
 ensure_venv dev
 PY="$RVTORCH_VENV/bin/python"

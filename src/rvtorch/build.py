@@ -65,6 +65,17 @@ CMAKE_FORWARDED = ("BUILD_", "USE_", "CMAKE_")
 CMAKE_FORWARDED_SUFFIXES = ("EXITCODE", "EXITCODE__TRYRUN_OUTPUT")
 CMAKE_FORWARDED_NAMES = ("BLAS", "WITH_BLAS", "ONNX_ML", "ONNX_NAMESPACE", "ATEN_THREADING",
                          "WERROR", "UBSAN_FLAGS", "INSTALL_TEST", "OPENSSL_ROOT_DIR")
+# Variables setup.py forwards under another CMake name (its ``additional_options``).
+CMAKE_RENAMED = {"_GLIBCXX_USE_CXX11_ABI": "GLIBCXX_USE_CXX11_ABI"}
+# Lines of a configure log that mean CMake could not run a target program (a try_run, or an
+# execute_process of a freshly compiled probe such as cmake/CheckAbi.cmake) and went on with a
+# guess. In a cross build each such guess is a latent link failure an hour later: the configure
+# step fails on them instead (docs/build.md, *Target probes*).
+CONFIGURE_PROBE_FAILURES = (
+    re.compile(r"Could not run ABI Check"),
+    re.compile(r"TRY_RUN\(\) invoked in cross-compiling mode"),
+    re.compile(r"exec format error", re.I),
+)
 # Environment variables CMake reads itself during the configure (find modules), not as -D options:
 # setup.py's configure-once logic cannot see them, so they are part of the configure digest.
 # ``OpenBLAS_ROOT`` is the one that makes find_package(OpenBLAS) prefer a prefix (CMP0074) over
@@ -169,12 +180,21 @@ def cache_env(kind: str) -> dict[str, str]:
 
 def cmake_flags(env: Mapping[str, str]) -> list[str]:
     """The -D options setup.py derives from the environment (what CMake will see)."""
-    return [
-        f"-D{k}={v}"
-        for k, v in sorted(env.items())
-        if k.startswith(CMAKE_FORWARDED) or k.endswith(CMAKE_FORWARDED_SUFFIXES)
-        or k in CMAKE_FORWARDED_NAMES
-    ]
+    return sorted(
+        [f"-D{CMAKE_RENAMED[k]}={v}" for k, v in env.items() if k in CMAKE_RENAMED]
+        + [
+            f"-D{k}={v}"
+            for k, v in env.items()
+            if k.startswith(CMAKE_FORWARDED) or k.endswith(CMAKE_FORWARDED_SUFFIXES)
+            or k in CMAKE_FORWARDED_NAMES
+        ]
+    )
+
+
+def configure_probe_failures(log_text: str) -> list[str]:
+    """Lines of a configure log where CMake could not run a target program and guessed."""
+    return [ln.strip() for ln in log_text.splitlines()
+            if any(p.search(ln) for p in CONFIGURE_PROBE_FAILURES)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -481,11 +501,28 @@ def follow_log(
 
 
 # ----------------------------------------------------------------------------------------- build
-def configure_digest(plan: Plan) -> str:
-    """What the CMake configure of a tree depends on: the flags CMake sees, the cache kind, the
-    environment variables find modules read, and a recipe OpenBLAS's identity (its ref and
-    options decide what CMake's checks find in it, e.g. LAPACK)."""
-    key: dict[str, Any] = {"cmake": sorted(plan.cmake), "cache": plan.cache}
+def host_binfmt(arch: str) -> str:
+    """Whether the build machine's kernel runs ``arch`` binaries transparently (binfmt_misc).
+
+    CMake's probes that execute target programs without ``CMAKE_CROSSCOMPILING_EMULATOR`` (an
+    ``execute_process`` of a compiled probe) behave differently with and without it, so it is
+    part of the configure digest: a rerun after registering or removing an entry reconfigures.
+    """
+    from .emulate import binfmt_state
+
+    try:
+        return "binfmt" if binfmt_state(matrix().target(arch)).usable_in(None) else "none"
+    except OSError:
+        return "none"
+
+
+def configure_digest(plan: Plan, binfmt: str | None = None) -> str:
+    """What the CMake configure of a tree depends on: the flags CMake sees (the target's C++ ABI
+    among them), the cache kind, the environment variables find modules read, a recipe
+    OpenBLAS's identity (its ref and options decide what CMake's checks find in it, e.g. LAPACK)
+    and the build machine's binfmt state for the target (``binfmt``, default: read now)."""
+    key: dict[str, Any] = {"cmake": sorted(plan.cmake), "cache": plan.cache,
+                           "binfmt": binfmt if binfmt is not None else host_binfmt(plan.arch)}
     read = {k: plan.env[k] for k in CMAKE_ENV_READ if k in plan.env}
     if read:
         key["env"] = read
@@ -494,13 +531,51 @@ def configure_digest(plan: Plan) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_script(plan: Plan) -> str:
-    """The shell script run in the container (its output goes to the log in the tree)."""
+def check_configure(plan: Plan, tree: Path, log_text: str) -> dict[str, Any]:
+    """Fail the build at configure (BuildError, exit 4) when CMake could not run a target
+    program, or when the C++ ABI it settled on is not the one the plan asks for."""
+    failures = configure_probe_failures(log_text)
+    if failures:
+        raise BuildError(
+            f"configure for {plan.arch} could not run a target program: {failures[0][:160]}",
+            hint="a cross configure must not guess; see docs/build.md (Target probes)")
+    cache = tree / "build" / "CMakeCache.txt"
+    found: dict[str, Any] = {}
+    text = cache.read_text(errors="replace") if cache.exists() else ""
+    for env_name, cmake_name in CMAKE_RENAMED.items():
+        want = plan.env.get(env_name)
+        if want is None:
+            continue
+        m = re.search(rf"^{cmake_name}(?::\w+)?=(.*)$", text, re.M)
+        got = m.group(1).strip() if m else None
+        if got != want:
+            raise BuildError(
+                f"configure for {plan.arch} settled on {cmake_name}={got}, the plan says {want}",
+                hint=f"see {cache}")
+        found[cmake_name] = got
+    return found
+
+
+def build_script(plan: Plan, part: str = "all", binfmt: str | None = None) -> str:
+    """The shell script run in the container (its output goes to the log in the tree).
+
+    ``part`` is ``configure`` (prepare + CMake), ``compile`` (the rest) or ``all``; run_build runs
+    the two halves separately so that the configure log is checked before anything compiles.
+    """
     py = BUILD_PYTHON
     lines = [
         "set -Eeuo pipefail",
         f"cd {CTR_SRC}",
     ]
+    if part in ("configure", "all"):
+        lines += _configure_lines(plan, py, binfmt)
+    if part in ("compile", "all"):
+        lines += _compile_lines(plan, py)
+    return "\n".join(lines) + "\n"
+
+
+def _configure_lines(plan: Plan, py: str, binfmt: str | None) -> list[str]:
+    lines: list[str] = []
     if plan.prepare:
         # Once per tree: regenerated sources must keep their mtime so ninja does not rebuild.
         digest = hashlib.sha256("\n".join(plan.prepare).encode()).hexdigest()[:12]
@@ -515,7 +590,7 @@ def build_script(plan: Plan) -> str:
     # setup.py configures a tree once and ignores a changed environment afterwards; the stamp
     # names the CMake-visible flags (compiler launcher included), so a rerun with other flags or
     # another --cache reconfigures (objects unchanged by the new flags stay built).
-    stamp = f"build/.rvtorch-configure-{configure_digest(plan)}"
+    stamp = f"build/.rvtorch-configure-{configure_digest(plan, binfmt)}"
     lines += [
         'echo "rvtorch: step configure $(date +%s)"',
         "rerun=",
@@ -527,6 +602,11 @@ def build_script(plan: Plan) -> str:
         "rm -f build/.rvtorch-configure-*",
         f"touch {stamp}",
     ]
+    return lines
+
+
+def _compile_lines(plan: Plan, py: str) -> list[str]:
+    lines: list[str] = []
     if plan.cache == "sccache":
         # Under chroot isolation containers share the host's network, so an sccache server left
         # by an earlier (killed) container answers on the same port from a root that no longer
@@ -552,7 +632,7 @@ def build_script(plan: Plan) -> str:
     elif plan.cache == "sccache":
         lines.append("sccache --show-stats || true")
     lines.append('echo "rvtorch: step done $(date +%s)"')
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def ensure_openblas(plan: Plan, *, engine_name: str | None = None, mirror: str | None = None,
@@ -721,8 +801,11 @@ def run_build(
     (caches / "ccache").mkdir(exist_ok=True)
     (caches / "sccache").mkdir(exist_ok=True)
     outdir = Path(tempfile.mkdtemp(prefix=".wheel-", dir=caches))
-    script = tree / "build" / "rvtorch-build.sh"
-    script.write_text(build_script(plan))
+    binfmt = host_binfmt(plan.arch)
+    scripts = {}
+    for part in ("configure", "compile"):
+        scripts[part] = tree / "build" / f"rvtorch-{part}.sh"
+        scripts[part].write_text(build_script(plan, part, binfmt))
     print(
         f"rvtorch: building torch {plan.torch_version} for {plan.arch} ({plan.stage}); log {log}",
         file=sys.stderr,
@@ -733,18 +816,21 @@ def run_build(
     try:
         with log.open("a") as fh:
             fh.write(f"\n==== rvtorch build {dt.datetime.now(dt.UTC).isoformat()} ====\n")
+        start = log.stat().st_size
         watcher.start()
         mounts = {str(tree): CTR_SRC, str(caches): CTR_CACHE, str(outdir): CTR_OUT}
         with engine.container(image, mounts=mounts, env=plan.env, workdir=CTR_SRC) as ctr:
-            res = ctr.call(
-                [
-                    "bash",
-                    "-c",
-                    f"bash {CTR_SRC}/build/rvtorch-build.sh "
-                    f">> {CTR_SRC}/build/rvtorch-build.log 2>&1",
-                ],
-                check=False,
-            )
+            def call(part: str) -> Any:
+                return ctr.call(["bash", "-c", f"bash {CTR_SRC}/build/rvtorch-{part}.sh "
+                                 f">> {CTR_SRC}/build/rvtorch-build.log 2>&1"], check=False)
+
+            res = call("configure")
+            configured: dict[str, Any] = {}
+            if res.returncode == 0:
+                with log.open("rb") as raw:
+                    raw.seek(start)
+                    configured = check_configure(plan, tree, raw.read().decode(errors="replace"))
+                res = call("compile")
         stop.set()
         watcher.join()
         log_text = log.read_text(errors="replace")
@@ -762,6 +848,7 @@ def run_build(
             "log": str(log),
             "steps": steps,
             "ninja": {"done": progress.done, "total": progress.total},
+            "configure": {"binfmt": binfmt, **configured},
         }
         if plan.stage == "full":
             info.update(finish_wheel(plan, outdir, info, smoke=smoke, engine=engine, image=image))

@@ -19,7 +19,7 @@ from .targets import matrix, read_toml, suggest
 
 PROVIDERS = ("upstream", "debian")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,7 +18,7 @@ from typing import ClassVar
 import pytest
 
 from rvtorch import build, sources
-from rvtorch.errors import SourceError, UsageError
+from rvtorch.errors import BuildError, SourceError, UsageError
 from rvtorch.patches import describe_failure, load_series, series_for
 from rvtorch.torchspec import PinnedFile, parse_spec, torch_version
 from tests.conftest import ROOT, run_cli
@@ -461,3 +461,35 @@ def test_changed_flags_or_cache_reconfigure_an_existing_tree() -> None:
     sc = build.build_script(other_cache)
     assert sc.index("sccache --stop-server") < sc.index("sccache --start-server")
     assert "trap 'sccache --stop-server" in sc
+
+
+def test_the_target_cxx_abi_is_given_not_probed() -> None:
+    """A fresh machine has no binfmt entry: CheckAbi.cmake's probe cannot run and guesses the
+    old ABI, and the last links fail an hour later. The plan gives it to CMake explicitly."""
+    for arch in ("riscv64", "aarch64"):
+        plan = build.make_plan(arch, provider="debian", stage="configure")
+        assert "-DGLIBCXX_USE_CXX11_ABI=1" in plan.cmake
+
+
+def test_binfmt_state_is_part_of_the_configure_digest() -> None:
+    plan = build.make_plan("riscv64", provider="debian", stage="configure")
+    assert build.configure_digest(plan, "binfmt") != build.configure_digest(plan, "none")
+    script = build.build_script(plan, "configure", binfmt="none")
+    assert f".rvtorch-configure-{build.configure_digest(plan, 'none')}" in script
+    assert "bdist_wheel" not in script and "setup.py build --cmake-only" in script
+    assert "setup.py build --cmake-only" not in build.build_script(plan, "compile")
+
+
+def test_a_configure_that_could_not_run_a_probe_fails(tmp_path: Path) -> None:
+    plan = build.make_plan("riscv64", provider="debian", stage="configure")
+    (tmp_path / "build").mkdir()
+    cache = tmp_path / "build" / "CMakeCache.txt"
+    cache.write_text("GLIBCXX_USE_CXX11_ABI:UNINITIALIZED=1\n")
+    assert build.check_configure(plan, tmp_path, "-- ok\n") == {"GLIBCXX_USE_CXX11_ABI": "1"}
+    log = "CMake Warning at cmake/CheckAbi.cmake:24 (message):\n  Could not run ABI Check: 2\n"
+    with pytest.raises(BuildError) as exc:
+        build.check_configure(plan, tmp_path, log)
+    assert exc.value.exit_code == 4 and "Could not run ABI Check" in exc.value.one_line()
+    cache.write_text("GLIBCXX_USE_CXX11_ABI:STRING=0\n")
+    with pytest.raises(BuildError, match="GLIBCXX_USE_CXX11_ABI=0"):
+        build.check_configure(plan, tmp_path, "")
