@@ -4,7 +4,7 @@
 The native row runs exactly the target-side workload (``--role target`` against the same x86
 references) in the x86 reference rootfs (Debian amd64 python3-torch 2.6.0, chroot), so the ratio
 is the emulation cost of the same suite. Under QEMU the wall time says nothing about RVV speed on
-hardware (FACTS.md); it is the CI cost of the validation layer.
+hardware (docs/facts.md); it is the CI cost of the validation layer.
 
     sudo .venv/bin/python benchmarks/bench_validation.py [--arch riscv64 --arch aarch64]
                                                          [--suite smoke,reflow,fl]

@@ -10,7 +10,7 @@ and CPython's own cross-compilation hooks (``_PYTHON_SYSCONFIGDATA_NAME`` +
 ``_PYTHON_HOST_PLATFORM``) pointing at the target's sysconfigdata, which Debian's multiarch
 ``libpython3.13-stdlib:<arch>`` installs beside the build machine's. That is the mechanism crossenv
 wraps; crossenv itself needs a runnable layout of the target interpreter, and installing
-``python3.13:<arch>`` in the image would replace the build python (FACTS.md). The result is the
+``python3.13:<arch>`` in the image would replace the build python (docs/facts.md). The result is the
 same: ``torch._C`` is named ``_C.cpython-313-<triple>.so`` and links against the target headers.
 
 Running: the patched tree (one per arch, series digest in its name), the ccache directory and an

@@ -189,7 +189,7 @@ def test_sysroot_packages_are_well_formed() -> None:
     for name, arches in entries:
         assert re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", name), name
         assert set(arches) <= debian_arches, (name, arches)
-    # FACTS.md: python3:<arch> replaces the build python; only libpython3.X-dev is allowed.
+    # docs/facts.md: python3:<arch> replaces the build python; only libpython3.X-dev is allowed.
     for bad in ("python3", "python3-dev", "python3-minimal", "python3-numpy"):
         assert bad not in names
     assert f"libpython{matrix().project.python}-dev" in names

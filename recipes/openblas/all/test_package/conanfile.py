@@ -17,7 +17,7 @@ from conan.tools.build import can_run, cross_building
 from conan.tools.cmake import CMake, cmake_layout
 
 # The guest gets only these from the environment: a host's OPENBLAS_CORETYPE=Haswell would
-# otherwise make a riscv64 guest fall back to the generic kernel (FACTS.md).
+# otherwise make a riscv64 guest fall back to the generic kernel (docs/facts.md).
 GUEST_ENV_KEEP = ("PATH", "LD_LIBRARY_PATH", "QEMU_LD_PREFIX")
 
 
