@@ -147,16 +147,46 @@ def pick_debian_mirror(sources: list[AptSource], debian_suites: set[str]) -> str
     return None
 
 
+MIRROR_SCHEMES = ("http", "https", "ftp", "file")
+
+
+def check_mirror_url(value: str, *, what: str = "Debian mirror") -> str:
+    """``value`` as a usable archive base URL (no trailing slash), or a usage error (exit 2).
+
+    Checked at parse time (``--debian-mirror``, ``$RVTORCH_DEBIAN_MIRROR``): urllib would
+    otherwise fail much later, some inputs (``http://[::1``) with a ValueError traceback.
+    """
+    from urllib.parse import urlsplit
+
+    hint = "give e.g. http://<host>/debian or file:///srv/debian"
+    if any(c.isspace() for c in value) or not value:
+        raise UsageError(f"{what} {value!r} is not a URL", hint=hint)
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+        host = parts.hostname
+    except ValueError as exc:
+        raise UsageError(f"{what} {value!r} is not a valid URL: {exc}", hint=hint) from None
+    if parts.scheme not in MIRROR_SCHEMES:
+        raise UsageError(f"{what} {value!r} is not a URL" if not parts.scheme else
+                         f"{what} {value!r}: scheme {parts.scheme!r} is not one of "
+                         f"{', '.join(MIRROR_SCHEMES)}", hint=hint)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise UsageError(f"{what} {value!r}: a file URL needs an absolute path", hint=hint)
+    elif not host:
+        raise UsageError(f"{what} {value!r} has no host name", hint=hint)
+    if parts.query or parts.fragment:
+        raise UsageError(f"{what} {value!r}: a base URL has no query or fragment", hint=hint)
+    del port
+    return value.rstrip("/")
+
+
 def debian_mirror(explicit: str | None = None, *, suite: str | None = None) -> str:
     """The Debian archive URL to use (see the module docstring for the precedence)."""
     for value in (explicit, os.environ.get(MIRROR_ENV)):
         if value:
-            if not re.match(r"^(https?|file|ftp)://", value):
-                raise UsageError(
-                    f"Debian mirror {value!r} is not a URL",
-                    hint="give e.g. http://<host>/debian",
-                )
-            return value.rstrip("/")
+            return check_mirror_url(value)
     suites = {"stable", "testing", "unstable", "sid", "oldstable"}
     osr = _os_release()
     if osr.get("ID") == "debian" and osr.get("VERSION_CODENAME"):

@@ -2,14 +2,23 @@
 
 Each sub-command lives in ``rvtorch.commands.<name>`` and exposes ``add_parser(subparsers)``
 (which sets ``func``) so features stay in their own modules.
+
+Every flag that names a path, a URL or a version is checked while the arguments are parsed (the
+``*_arg`` types below), so a bad one fails in a second with exit 2, never after a long build.
+Argument errors print one line first: ``rvtorch: error: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from . import __version__
 from .errors import RvtorchError
@@ -31,14 +40,99 @@ COMMANDS = (
     "bench",
 )
 
+# Commands that never fetch anything: a malformed $RVTORCH_DEBIAN_MIRROR does not stop them.
+_NO_MIRROR = {"targets", "doctor"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: the one-line reason first, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.partition(" ")[2]
+        self.exit(2, f"rvtorch: error: {where + ': ' if where else ''}{message} "
+                     f"(see `{self.prog} --help`)\n")
+
+
+# ------------------------------------------------------------------------ parse-time checks
+def _checked(fn: Callable[[str], object], name: str) -> Callable[[str], object]:
+    """Wrap a checker so argparse reports its :class:`RvtorchError` as the argument's error."""
+
+    def check(value: str) -> object:
+        try:
+            return fn(value)
+        except RvtorchError as exc:
+            raise argparse.ArgumentTypeError(exc.one_line()) from None
+
+    check.__name__ = name
+    return check
+
+
+def out_dir_arg(value: str) -> Path:
+    """A directory that will be written later (``--out``): proven writable, not created."""
+    from .paths import check_writable_dir
+
+    return check_writable_dir(Path(value), create=False)
+
+
+def report_dir_arg(value: str) -> Path:
+    """A report directory: created now (and probed), so a long run cannot end unwritable."""
+    from .paths import check_writable_dir
+
+    return check_writable_dir(Path(value), create=True)
+
+
+def file_arg(value: str) -> Path:
+    from .paths import check_existing_file
+
+    return check_existing_file(Path(value))
+
+
+def dir_arg(value: str) -> Path:
+    from .paths import check_existing_dir
+
+    return check_existing_dir(Path(value))
+
+
+def mirror_arg(value: str) -> str:
+    from .aptsource import check_mirror_url
+
+    return check_mirror_url(value)
+
+
+def torch_version_arg(value: str) -> str:
+    from .torchspec import torch_version
+
+    return torch_version(value).version
+
+
+def positive_int_arg(value: str) -> int:
+    from .errors import UsageError
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise UsageError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise UsageError(f"{n} is not a positive number")
+    return n
+
+
+OUT_DIR = _checked(out_dir_arg, "directory")
+REPORT_DIR = _checked(report_dir_arg, "directory")
+FILE = _checked(file_arg, "file")
+DIR = _checked(dir_arg, "directory")
+MIRROR = _checked(mirror_arg, "URL")
+TORCH_VERSION = _checked(torch_version_arg, "version")
+POSITIVE_INT = _checked(positive_int_arg, "number")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rvtorch",
         description="Build PyTorch for RISC-V and ARM from source and prove every wheel.",
     )
     parser.add_argument("--version", action="version", version=f"rvtorch {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for name in COMMANDS:
         try:
@@ -51,10 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_environment(args: argparse.Namespace) -> None:
+    """Inputs from the environment, checked like flags before any work."""
+    from .aptsource import MIRROR_ENV, check_mirror_url
+
+    env = os.environ.get(MIRROR_ENV)
+    if env and getattr(args, "command", None) not in _NO_MIRROR and not getattr(
+        args, "debian_mirror", None
+    ):
+        check_mirror_url(env, what=f"${MIRROR_ENV}")
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl-C: staging directories are removed, children are stopped.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    previous = signal.getsignal(signal.SIGTERM)
     try:
+        signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (an embedding caller): leave SIGTERM alone
+        previous = None
+    try:
+        args = parser.parse_args(argv)
+        _check_environment(args)
         result = args.func(args)
     except RvtorchError as exc:
         print(f"rvtorch: error: {exc.one_line()}", file=sys.stderr)
@@ -66,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head` and closed early: not an error of ours.
         sys.stderr.close()
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
 
 

@@ -1,18 +1,46 @@
-"""Running external commands: every command is echoed as ``+ cmd args`` before it runs."""
+"""Running external commands: every command is echoed as ``+ cmd args`` before it runs.
+
+Children die with their parent: each is started with ``PR_SET_PDEATHSIG`` = SIGKILL, so a
+``rvtorch`` killed with SIGKILL (which runs no cleanup) leaves no ``tar`` or ``git`` writing on.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import BuildError, UsageError
 
 Cmd = Sequence[str | os.PathLike[str]]
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_prctl = _libc.prctl
+
+
+def die_with_parent(parent: int | None = None) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGKILL when the process that started it dies.
+
+    Resolved in the parent (``_prctl``) so the child only makes one system call; if the parent
+    died before that call, the child exits at once instead of running on orphaned.
+    """
+    ppid = os.getpid() if parent is None else parent
+
+    def _set() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != ppid:
+            os._exit(1)
+
+    return _set
 
 
 def echo(cmd: Cmd) -> None:
@@ -53,6 +81,7 @@ def run(
             capture_output=capture,
             timeout=timeout,
             check=False,
+            preexec_fn=die_with_parent(),
         )
     except FileNotFoundError as exc:
         raise UsageError(f"{cmd[0]} not found", hint="see `rvtorch doctor`") from exc

@@ -8,20 +8,25 @@ Providers (``toolchains/torch.toml``):
             configuration.
 ``auto`` picks upstream when its git server answers within a few seconds, otherwise debian.
 
-Every downloaded file is checked against its pinned size and sha256; a mismatch deletes the file
-and raises :class:`SourceError` (exit 3). Downloads go to ``NAME.part`` and resume with an HTTP
-Range request; only a verified file is renamed to ``NAME``.
+Every downloaded file is checked against its pinned size and sha256. Downloads go to
+``NAME.part`` and resume with an HTTP Range request (in the same run while the server keeps
+making progress, else in the next run); only a verified file is renamed to ``NAME``. A file
+of the pinned size whose sha256 differs is deleted (:class:`SourceError`, exit 3); a short one
+is kept for the resume. Unpacking happens in a staging directory (``rvtorch.paths.StagingDir``)
+that a later run removes if its owner was killed.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import http.client
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,8 +35,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import proc
+from .aptsource import check_mirror_url
 from .errors import BuildError, SourceError, UsageError
-from .paths import cache_dir
+from .paths import StagingDir, cache_dir, check_writable_dir, staging_root
 from .torchspec import PROVIDERS, PinnedFile, TorchVersion
 
 SOURCE_CHOICES = ("auto", *PROVIDERS)
@@ -93,7 +99,7 @@ def debian_mirror(cli: str | None = None, *, apt_etc: Path = APT_SOURCES) -> str
     """The Debian archive base URL: CLI > RVTORCH_DEBIAN_MIRROR > apt configuration."""
     for value in (cli, os.environ.get("RVTORCH_DEBIAN_MIRROR")):
         if value:
-            return value.rstrip("/")
+            return check_mirror_url(value)
     for uri in _apt_uris(apt_etc):
         # The security archive and third-party repositories have no pool/main/p/pytorch.
         if "security" in uri or not uri.startswith(("http://", "https://", "file:")):
@@ -115,21 +121,40 @@ def sha256_file(path: Path) -> str:
 
 
 def verify(path: Path, pin: PinnedFile) -> None:
-    """Check size and sha256; a mismatch deletes the file (exit 3) so a rerun fetches it again."""
+    """Check size and sha256 of a complete file.
+
+    Only a file of the pinned size whose sha256 differs is deleted (exit 3; it can never become
+    right). A shorter one is a download to resume, never a reason to delete; a longer one is
+    deleted (no resume can shrink it).
+    """
     size = path.stat().st_size
-    if size != pin.size:
-        path.unlink(missing_ok=True)
+    if size < pin.size:
         raise SourceError(
-            f"{pin.name}: size {size} != pinned {pin.size}; file deleted",
-            hint="rerun to download it again",
+            f"{pin.name}: {size} of {pin.size} bytes; the partial file is kept",
+            hint="rerun to resume",
         )
+    if size > pin.size:
+        _delete(path, pin)
+        raise SourceError(f"{pin.name}: size {size} > pinned {pin.size}; file deleted",
+                          hint="rerun to download it again")
     digest = sha256_file(path)
     if digest != pin.sha256:
-        path.unlink(missing_ok=True)
+        _delete(path, pin)
         raise SourceError(
             f"{pin.name}: sha256 {digest} != pinned {pin.sha256}; file deleted",
             hint="rerun to download it again; if it persists the mirror serves a different file",
         )
+
+
+def _delete(path: Path, pin: PinnedFile) -> None:
+    """Delete a wrong file; one that cannot be deleted (read-only cache) is still exit 3."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise SourceError(
+            f"{pin.name}: {path} does not match its pin and cannot be deleted: {exc.strerror}",
+            hint=f"delete {path} by hand",
+        ) from exc
 
 
 def _progress(name: str, done: int, total: int, start: float) -> None:
@@ -144,48 +169,140 @@ def _progress(name: str, done: int, total: int, start: float) -> None:
     )
 
 
-def download(url: str, dest: Path, pin: PinnedFile, *, timeout: float = 60) -> Path:
-    """Fetch ``url`` to ``dest`` (resuming ``dest.part``) and verify it against ``pin``."""
-    if dest.exists():
-        verify(dest, pin)
-        return dest
-    part = dest.with_name(dest.name + ".part")
+# Errors of the local file system: a rerun cannot help until the user acts (exit 2).
+_LOCAL_ERRNOS = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                 errno.EPERM: "operation not permitted"}
+
+
+def _local_error(exc: OSError, part: Path, pin: PinnedFile) -> UsageError:
+    what = _LOCAL_ERRNOS.get(exc.errno or 0, exc.strerror or str(exc))
+    kept = part.stat().st_size if part.exists() else 0
+    note = f"; {kept} bytes kept in {part.name}" if kept else ""
+    return UsageError(f"cannot write {pin.name} into {part.parent}: {what}{note}",
+                      hint="free space or make the cache writable (RVTORCH_CACHE), then rerun")
+
+
+def _network_error(url: str, exc: BaseException) -> SourceError:
+    """A failure before any byte arrived: resume hints only where waiting can help."""
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, ConnectionRefusedError):
+        return SourceError(f"download of {url} failed: connection refused",
+                           hint="check --debian-mirror / RVTORCH_DEBIAN_MIRROR")
+    if isinstance(reason, OSError) and reason.errno in (-2, -3, -5):  # EAI_NONAME/AGAIN/NODATA
+        return SourceError(f"download of {url} failed: host not found ({reason.strerror})",
+                           hint="check --debian-mirror / RVTORCH_DEBIAN_MIRROR and DNS")
+    return SourceError(f"download of {url} failed: {reason}",
+                       hint="check the network and the mirror, then rerun")
+
+
+def _fetch_range(url: str, part: Path, pin: PinnedFile, timeout: float) -> int:
+    """Append to ``part`` from its current size; returns the bytes received in this attempt.
+
+    Raises :class:`SourceError` for HTTP errors and connections that fail before data,
+    :class:`UsageError` for local write errors; a connection cut mid-body just returns.
+    """
     have = part.stat().st_size if part.exists() else 0
-    if have > pin.size:
-        part.unlink()
-        have = 0
-    print(f"fetch {url}" + (f" (resuming at {have} bytes)" if have else ""), file=sys.stderr)
-    if have < pin.size:
-        req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-        start = time.monotonic()
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    start = time.monotonic()
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have == pin.size:
+            return 0  # already complete
+        hint = ("rerun later to resume" if exc.code in (408, 429, 500, 502, 503, 504)
+                else "check --debian-mirror / RVTORCH_DEBIAN_MIRROR and the pin in torch.toml")
+        raise SourceError(f"download of {url} failed: HTTP {exc.code} {exc.reason}",
+                          hint=hint) from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _network_error(url, exc) from exc
+    got = 0
+    with resp:
+        if have and resp.status != 206:
+            have = 0  # the server ignored the range: start over
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                if have and resp.status != 206:
-                    have = 0  # server ignored the range: start over
-                with part.open("ab" if have else "wb") as out:
-                    done = have
-                    while block := resp.read(_CHUNK):
-                        out.write(block)
-                        done += len(block)
-                        _progress(dest.name, done, pin.size, start)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and have == pin.size:
-                pass  # already complete
-            else:
-                raise SourceError(
-                    f"download of {url} failed: HTTP {exc.code}",
-                    hint="check --debian-mirror / RVTORCH_DEBIAN_MIRROR",
-                ) from exc
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
+            with part.open("ab" if have else "wb") as out:
+                done = have
+                while True:
+                    try:
+                        block = resp.read(_CHUNK)
+                    except (OSError, TimeoutError, http.client.HTTPException):
+                        break  # cut mid-body: what arrived is kept
+                    if not block:
+                        break
+                    out.write(block)
+                    got += len(block)
+                    done += len(block)
+                    _progress(pin.name, done, pin.size, start)
+                    if done > pin.size:
+                        break
+        except OSError as exc:
+            raise _local_error(exc, part, pin) from exc
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    return got
+
+
+def download(url: str, dest: Path, pin: PinnedFile, *, timeout: float = 60,
+             attempts: int = 5) -> Path:
+    """Fetch ``url`` to ``dest`` (resuming ``dest.part``) and verify it against ``pin``.
+
+    A connection the server closes early leaves ``dest.part``; the download resumes from it
+    with an HTTP Range request, up to ``attempts`` times in this run while each attempt brings
+    new bytes, and in the next run after that.
+    """
+    part = dest.with_name(dest.name + ".part")
+    if dest.exists():
+        size = dest.stat().st_size
+        if size < pin.size and not part.exists():
+            try:
+                dest.rename(part)  # a truncated file in the cache: resume it, do not delete it
+            except OSError as exc:
+                raise SourceError(f"{pin.name}: {size} of {pin.size} bytes in a cache that "
+                                  f"cannot be written: {exc.strerror}",
+                                  hint=f"make {dest.parent} writable and rerun") from exc
+        else:
+            verify(dest, pin)
+            return dest
+    try:
+        lock_fh = part.with_name(part.name + ".lock").open("a")
+    except OSError as exc:
+        raise _local_error(exc, part, pin) from exc
+    with lock_fh:
+        try:
+            fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another rvtorch is downloading {part}",
+                             hint="wait for it to finish") from None
+        have = part.stat().st_size if part.exists() else 0
+        if have > pin.size:
+            part.unlink()
+            have = 0
+        print(f"fetch {url}" + (f" (resuming at {have} bytes)" if have else ""),
+              file=sys.stderr)
+        for attempt in range(attempts):
+            have = part.stat().st_size if part.exists() else 0
+            if have >= pin.size:
+                break
+            got = _fetch_range(url, part, pin, timeout)
+            if got == 0:
+                break  # no progress: retrying at once will not help
+            if attempt + 1 < attempts and part.stat().st_size < pin.size:
+                print(f"  {pin.name}: connection closed at {part.stat().st_size} of {pin.size} "
+                      "bytes; resuming", file=sys.stderr)
+        size = part.stat().st_size if part.exists() else 0
+        if size < pin.size:
             raise SourceError(
-                f"download of {url} interrupted: {reason}",
-                hint="rerun to resume from the partial file",
-            ) from exc
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
-    verify(part, pin)
-    part.rename(dest)
+                f"download of {url} interrupted at {size} of {pin.size} bytes; "
+                f"{part.name} kept",
+                hint="rerun to resume",
+            )
+        verify(part, pin)
+        try:
+            part.rename(dest)
+        except OSError as exc:
+            raise _local_error(exc, part, pin) from exc
+        part.with_name(part.name + ".lock").unlink(missing_ok=True)
     return dest
 
 
@@ -193,9 +310,11 @@ def fetch_debian(tv: TorchVersion, mirror: str | None = None) -> dict[str, Path]
     """Download (or reuse) every pinned Debian file of ``tv``; returns name -> verified path."""
     base = debian_mirror(mirror)
     out_dir = sources_dir() / "debian"
-    out_dir.mkdir(parents=True, exist_ok=True)
     wanted = [(tv.debian.pool, pin) for pin in tv.debian.files]
     wanted += [(v.pool, v.file) for v in tv.debian.vendored]
+    if not all((out_dir / pin.name).is_file() for _, pin in wanted):
+        # Something to download: a read-only or full cache is found now, not after the fetch.
+        check_writable_dir(out_dir, create=True, what="source cache")
     paths = {}
     for pool, pin in wanted:
         paths[pin.name] = download(f"{base}/{pool}/{pin.name}", out_dir / pin.name, pin)
@@ -256,12 +375,12 @@ def fetch_upstream(tv: TorchVersion) -> Path:
     git = proc.which("git")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not (dest / ".git").exists():
-        tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
-        _git(
-            [git, "clone", "--branch", tv.upstream.tag, "--depth", "1", tv.upstream.git, tmp],
-            "git clone",
-        )
-        tmp.rename(dest)
+        with staging(dest) as tmp:
+            _git(
+                [git, "clone", "--branch", tv.upstream.tag, "--depth", "1", tv.upstream.git,
+                 tmp],
+                "git clone",
+            )
     head = _git([git, "-C", dest, "rev-parse", "HEAD"], "git rev-parse", capture=True)
     if head.strip() != tv.upstream.commit:
         raise SourceError(
@@ -300,28 +419,57 @@ def fetch(tv: TorchVersion, provider: str, *, mirror: str | None = None) -> dict
 # --------------------------------------------------------------------------------------- unpack
 @contextmanager
 def staging(dest: Path) -> Iterator[Path]:
-    """A temp dir beside ``dest``; renamed to ``dest`` on success, removed on any failure."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    """A staging directory for ``dest``; renamed to ``dest`` on success, removed on any failure.
+
+    It lives under the cache's ``staging/`` (or ``.rvtorch-staging/`` beside ``dest`` on another
+    file system) with a locked owner record, so a run killed with SIGKILL leaves a directory the
+    next run removes (``rvtorch.paths.reap_stale``).
+    """
+    dest = Path(os.path.abspath(dest))
+    st = StagingDir(staging_root(dest.parent), f"{dest.name}")
     try:
-        yield tmp
+        yield st.path
         if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
+            # Out of the way first, then deleted: a kill in between leaves a reapable leftover.
+            old = StagingDir(staging_root(dest.parent), f"{dest.name}.old")
+            old.path.rmdir()
+            dest.rename(old.path)
+            st.path.rename(dest)
+            old.release()
+        else:
+            st.path.rename(dest)
+        st.release(remove=False)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        st.release()
         raise
 
 
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A staging directory under the cache that is always removed (``patches check``)."""
+    st = StagingDir(staging_root(), prefix)
+    try:
+        yield st.path
+    finally:
+        st.release()
+
+
 def _extract(archive: Path, into: Path) -> None:
-    """Extract a (sha256-verified) tarball; GNU tar when present (3x faster than tarfile here)."""
+    """Extract a (sha256-verified) tarball; GNU tar when present (3x faster than tarfile here).
+
+    tar dies with us (``PR_SET_PDEATHSIG``): a killed run leaves no tar writing into staging.
+    """
     into.mkdir(parents=True, exist_ok=True)
     tar = shutil.which("tar")
     if tar:
         res = subprocess.run([tar, "--no-same-owner", "-xf", str(archive), "-C", str(into)],
-                             capture_output=True, text=True, check=False)
+                             capture_output=True, text=True, check=False,
+                             preexec_fn=proc.die_with_parent())
         if res.returncode != 0:
             last = (res.stderr.strip().splitlines() or ["tar failed"])[-1]
+            if "No space left" in last or "Read-only file system" in last:
+                raise UsageError(f"cannot unpack {archive.name} into {into.parent}: {last}",
+                                 hint="free space or point RVTORCH_CACHE elsewhere")
             raise SourceError(f"{archive.name} is corrupt: {last}",
                               hint=f"delete {archive} and rerun")
         return

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .. import gemm_bench
+from ..cli import FILE
 from ..errors import UsageError
 
 
@@ -23,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     g.add_argument("--sizes", default=",".join(map(str, gemm_bench.SIZES)),
                    help="comma-separated square sizes")
     g.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement")
-    g.add_argument("--ours", type=Path, metavar="LIB",
+    g.add_argument("--ours", type=FILE, metavar="LIB",
                    help="our libopenblas.so.0 (default: what `rvtorch deps build` deployed)")
     g.add_argument("--no-rvv-count", action="store_true",
                    help="skip counting vector instructions (needs the toolchain image)")

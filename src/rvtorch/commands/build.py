@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..build import CACHES, OPENBLAS_CHOICES, STAGES, make_plan, run_build
+from ..cli import MIRROR, OUT_DIR, POSITIVE_INT, TORCH_VERSION
 from ..errors import UsageError
 from ..sources import SOURCE_CHOICES, resolve_provider
 from ..targets import matrix
@@ -17,7 +17,8 @@ from ..torchspec import torch_version
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("build", help="cross-build a PyTorch wheel into dist/ and smoke-test it")
     p.add_argument("--arch", required=True, help="target arch of toolchains/targets.toml")
-    p.add_argument("--torch-version", default=None, help="default: newest in toolchains/torch.toml")
+    p.add_argument("--torch-version", type=TORCH_VERSION, default=None,
+                   help="default: newest in toolchains/torch.toml")
     p.add_argument(
         "--source",
         choices=SOURCE_CHOICES,
@@ -26,11 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument(
         "--jobs",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="parallel compile jobs (default: cores, at most one per 3 GiB of memory)",
     )
-    p.add_argument("--out", type=Path, default=None, help="wheel directory (default: dist/)")
+    p.add_argument("--out", type=OUT_DIR, default=None,
+                   help="wheel directory (default: dist/); checked writable before anything runs")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -68,7 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "as `rvtorch deps build` makes it (built first when missing or built otherwise); "
         "deployed: what `rvtorch deps build` last deployed, never built here",
     )
-    p.add_argument("--debian-mirror", default=None, help="Debian archive URL for the debian source")
+    p.add_argument("--debian-mirror", type=MIRROR, default=None,
+                   help="Debian archive URL for the debian source")
     p.add_argument("--engine", default=None, help="container engine (docker, podman, buildah)")
     p.add_argument("--no-smoke", action="store_true", help="skip the QEMU import-and-matmul smoke")
     p.set_defaults(func=run)

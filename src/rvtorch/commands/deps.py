@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from .. import conan, deps
+from ..cli import DIR, FILE, MIRROR
 from ..errors import UsageError
 from ..targets import matrix, target
 
@@ -29,10 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         q.add_argument("--only", action="append", choices=deps.DEPS, metavar="NAME",
                        help=f"only this dependency (repeatable; {', '.join(deps.DEPS)}); "
                        f"default: {', '.join(deps.DEFAULT_DEPS)}")
-        q.add_argument("--source-mirror", type=Path, metavar="DIR",
+        q.add_argument("--source-mirror", type=DIR, metavar="DIR",
                        help="directory holding source archives (named as in their URL or by "
                        "sha256), imported into the download cache after a sha256 check")
-        q.add_argument("--debian-mirror", metavar="URL",
+        q.add_argument("--debian-mirror", type=MIRROR, metavar="URL",
                        help="Debian archive to fetch orig tarballs from (default: "
                        "$RVTORCH_DEBIAN_MIRROR, then the host's apt sources)")
         q.add_argument("--openblas-version", default=deps.OPENBLAS_VERSION,
@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     b.add_argument("--build-lapack", action=argparse.BooleanOptionalAction, default=True,
                    help="OpenBLAS with LAPACK (default; a +ds version takes the reference "
                    "routines from the target's liblapack_pic.a)")
-    b.add_argument("--torch-wheel", type=Path, metavar="WHL",
+    b.add_argument("--torch-wheel", type=FILE, metavar="WHL",
                    help="torch wheel whose C++ side the libtorch recipe packages")
     b.add_argument("--torch-from", choices=("debian",),
                    help="libtorch from Debian's libtorch-dev for the target instead of a wheel")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import image, toolchain
+from ..cli import MIRROR
 from ..engine import ENGINES, detect_engine
 from ..targets import matrix
 
@@ -22,7 +23,7 @@ def _add_arch(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def _add_mirror(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debian-mirror", default=None, metavar="URL",
+    p.add_argument("--debian-mirror", type=MIRROR, default=None, metavar="URL",
                    help="Debian archive for debootstrap and the image's apt (default: "
                         "$RVTORCH_DEBIAN_MIRROR, else the Debian mirror of this machine's apt)")
 

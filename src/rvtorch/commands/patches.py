@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
+from ..cli import DIR, MIRROR, TORCH_VERSION
 from ..patches import apply_in_place, apply_series, load_series, series_for
-from ..sources import SOURCE_CHOICES, resolve_provider, trees_dir, unpack_into
+from ..sources import SOURCE_CHOICES, resolve_provider, scratch, unpack_into
 from ..torchspec import torch_version
 
 
@@ -27,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         ("apply", "apply the series to an existing tree, all or nothing", run_apply),
     ):
         s = psub.add_parser(name, help=helptext)
-        s.add_argument("--torch-version", default=None)
+        s.add_argument("--torch-version", type=TORCH_VERSION, default=None)
         s.add_argument(
             "--source",
             choices=SOURCE_CHOICES,
@@ -36,14 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         )
         s.add_argument(
             "--patch-dir",
-            type=Path,
+            type=DIR,
             default=None,
             help="a different series directory (default: the version's in torch.toml)",
         )
         if name == "check":
-            s.add_argument("--debian-mirror", default=None)
+            s.add_argument("--debian-mirror", type=MIRROR, default=None)
         if name == "apply":
-            s.add_argument("tree", type=Path, help="the source tree to patch")
+            s.add_argument("tree", type=DIR, help="the source tree to patch")
         s.set_defaults(func=func)
 
 
@@ -66,12 +64,10 @@ def run_check(args: argparse.Namespace) -> int:
     tv, series = _series(args)
     provider = resolve_provider(args.source, tv)
     patches = series.for_provider(provider)
-    tmp = Path(tempfile.mkdtemp(prefix=".patches-check.", dir=trees_dir()))
-    try:
+    # A staging directory under the cache: removed here, or by a later run if this one is killed.
+    with scratch("patches-check") as tmp:
         unpack_into(tv, provider, tmp, mirror=getattr(args, "debian_mirror", None))
         apply_in_place(patches, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"ok: {len(patches)} patches of {series.directory.name} apply to the {provider} "
         f"source of torch {tv.version}",

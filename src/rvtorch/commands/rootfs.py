@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cli import MIRROR, POSITIVE_INT
 from ..emulate import all_arches, resolve
 from ..errors import UsageError
 from ..rootfs import (
@@ -34,8 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="a targets.toml arch, or 'host' (repeatable: built side by side)")
     c.add_argument("--with-torch", action="store_true",
                    help="the rootfs with Debian's python3-torch, numpy and OpenBLAS")
-    c.add_argument("--jobs", type=int, default=3, help="rootfs built at once (default 3)")
-    c.add_argument("--debian-mirror", metavar="URL",
+    c.add_argument("--jobs", type=POSITIVE_INT, default=3, help="rootfs built at once (default 3)")
+    c.add_argument("--debian-mirror", type=MIRROR, metavar="URL",
                    help="Debian archive URL (default: $RVTORCH_DEBIAN_MIRROR, else host apt)")
     c.set_defaults(func=run_create)
 

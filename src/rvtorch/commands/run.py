@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..cli import DIR
 from ..emulate import cpu_model, run_guest
 from ..errors import UsageError
 from ..rootfs import ensure_rootfs
@@ -23,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--cpu", help="CPU model name from targets.toml (default: the first listed)")
     p.add_argument("--rootfs-torch", action="store_true",
                    help="use the rootfs with Debian's python3-torch")
-    p.add_argument("--rootfs", help="use this rootfs directory instead of the cached one")
+    p.add_argument("--rootfs", type=DIR, help="use this rootfs directory instead of the cached one")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="pass a variable to the guest (repeatable)")
     p.add_argument("--cwd", help="guest working directory")

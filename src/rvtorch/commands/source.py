@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from ..cli import MIRROR, OUT_DIR, TORCH_VERSION
 from ..sources import SOURCE_CHOICES, fetch, resolve_provider, unpack
 from ..torchspec import torch_version
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--torch-version", default=None, help="torch version (default: newest in torch.toml)"
+        "--torch-version", type=TORCH_VERSION, default=None,
+        help="torch version (default: newest in torch.toml)",
     )
     p.add_argument(
         "--source",
@@ -22,6 +23,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--debian-mirror",
+        type=MIRROR,
         default=None,
         help="Debian archive URL (default: $RVTORCH_DEBIAN_MIRROR, then apt's configuration)",
     )
@@ -36,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     f.set_defaults(func=run_fetch)
     u = ssub.add_parser("unpack", help="unpack a pristine (unpatched) tree into DEST atomically")
     _common(u)
-    u.add_argument("dest", type=Path, help="directory to create (replaced if it exists)")
+    u.add_argument("dest", type=OUT_DIR, help="directory to create (replaced if it exists)")
     u.set_defaults(func=run_unpack)
 
 

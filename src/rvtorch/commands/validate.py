@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from ..cli import FILE, REPORT_DIR
 from ..errors import UsageError, ValidationError
 from ..targets import matrix
 from ..validation import FAULTS, SUITES, Options, parse_inject, parse_suites, validate
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--arch", required=True, help="targets.toml arch (riscv64, aarch64)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--wheel", type=Path, help="torch wheel to install in a fresh venv")
+    src.add_argument("--wheel", type=FILE, help="torch wheel to install in a fresh venv")
     src.add_argument("--rootfs-torch", action="store_true",
                      help="validate Debian's python3-torch in the target rootfs")
     p.add_argument("--cpu", action="append", default=[], metavar="MODEL",
@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help=f"comma list of suites (default {','.join(SUITES)})")
     p.add_argument("--full", action="store_true",
                    help="train ReFlow teacher and student on the target too (hours under QEMU)")
-    p.add_argument("--report", required=True, type=Path, help="directory for the report")
+    p.add_argument("--report", required=True, type=REPORT_DIR,
+                   help="directory for the report (created before anything runs)")
     p.add_argument("--fl-ranks", type=int, default=3, help="FL processes (>= 3)")
     p.add_argument("--fl-rounds", type=int, default=5, help="FedAvg rounds")
     p.add_argument("--inject", action="append", default=[], choices=FAULTS,
