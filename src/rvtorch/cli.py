@@ -38,6 +38,7 @@ COMMANDS = (
     "deps",
     "validate",
     "bench",
+    "board",
 )
 
 # Commands that never fetch anything: a malformed $RVTORCH_DEBIAN_MIRROR does not stop them.
