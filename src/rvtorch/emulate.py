@@ -458,6 +458,27 @@ def resolve_in_rootfs(rootfs: Path, guest_path: str) -> Path:
     return rootfs.joinpath(*resolved)
 
 
+def qemu_path(rootfs: Path, guest_path: str) -> Path:
+    """The host file explicit ``qemu -L rootfs`` opens for ``guest_path``.
+
+    QEMU looks a path up under the rootfs first and falls back to the host's own path (this is
+    how the guest reaches scratch directories given by their host path). A symlink met on the
+    host side whose target is absolute is a guest path again, looked up the same way.
+    """
+    inside = rootfs / guest_path.lstrip("/")
+    if inside.exists() or inside.is_symlink():
+        return resolve_in_rootfs(rootfs, guest_path)
+    host = Path(guest_path)
+    for _ in range(40):
+        if not host.is_symlink():
+            return host
+        link = os.readlink(host)
+        if link.startswith("/"):
+            return qemu_path(rootfs, link)
+        host = Path(os.path.normpath(host.parent / link))
+    raise UsageError(f"too many symlinks resolving {guest_path} for {rootfs}")
+
+
 def _find_guest_program(rootfs: Path, name: str) -> str:
     """The guest path of ``name`` (searched on the guest PATH when it has no slash)."""
     if "/" in name:
@@ -588,20 +609,25 @@ def guest_command(
     assert t is not None and model is not None
     check_cpu(t, model, qemu_binary(t), rootfs)
     program = _find_guest_program(rootfs, argv[0])
-    host_exe = resolve_in_rootfs(rootfs, program)
+    host_exe = qemu_path(rootfs, program)
     args = list(argv[1:])
     shebang = _shebang(host_exe)
     if shebang:
         # QEMU loads ELF only: run the script's interpreter with the script as argument.
         args = [*shebang[1:], program, *args]
-        host_exe = resolve_in_rootfs(rootfs, shebang[0])
+        program = shebang[0]
+        host_exe = qemu_path(rootfs, program)
     # Paths the guest opens are looked up under -L first; files that do not exist there yet
     # (new files in TMPDIR) would land on the host's /tmp, so TMPDIR is the rootfs's tmp by its
     # host path, which the guest reaches unchanged.
     genv = guest_env(env, tmpdir=str(rootfs / "tmp"))
-    cmd = [qemu_binary(t), "-L", str(rootfs), "-cpu", model.qemu_cpu, str(host_exe), *args]
+    # -0: the guest's argv[0] is the path it asked for, not the host file QEMU loads. A Python
+    # finds its venv (pyvenv.cfg) and its prefix from argv[0]; with the resolved host path a
+    # venv's python would be the bare system one.
+    cmd = [qemu_binary(t), "-L", str(rootfs), "-cpu", model.qemu_cpu, "-0", program,
+           str(host_exe), *args]
     if cwd:
-        cmd = ["env", f"--chdir={resolve_in_rootfs(rootfs, cwd)}", *cmd]
+        cmd = ["env", f"--chdir={qemu_path(rootfs, cwd)}", *cmd]
     return cmd, genv
 
 

@@ -51,6 +51,8 @@ TORCH_PACKAGES = ("python3-torch", "python3-numpy", "libopenblas0-pthread")
 # Debian's torch must be this version: the validation layer compares target and host at equal
 # versions.
 TORCH_VERSION = "2.6.0"
+# Manifest key saying every symlink in the rootfs is relative (relative_links).
+LINKS_KEY = "links"
 # Rough upper bound of a torch rootfs plus its base (checked before creating).
 MIN_FREE_BYTES = 4 << 30
 
@@ -313,6 +315,53 @@ def _add_torch(arch: str, tmp: Path, lock_fd: int) -> None:
         d.unlink()
 
 
+def relative_links(root: Path) -> int:
+    """Rewrite every absolute symlink below ``root`` into the relative link that reaches the
+    same file inside ``root``; returns how many were rewritten.
+
+    Debian makes absolute links (``libblas.so.3 -> /etc/alternatives/libblas.so.3-<triple>``).
+    Under chroot they resolve inside the rootfs, but explicit ``qemu -L ROOTFS`` only redirects
+    the path the guest opens: the kernel follows an absolute link found there on the *host*
+    (docs/emulation.md). A relative link means the same in both modes. The walk stays on the
+    rootfs's file system (never into a mounted /proc) and replaces each link atomically.
+    """
+    root = Path(root)
+    dev = root.stat().st_dev
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        # Do not descend into other file systems (a /proc or /sys a running guest mounted).
+        dirnames[:] = [d for d in dirnames
+                       if (here / d).is_symlink() or (here / d).lstat().st_dev == dev]
+        for name in (*dirnames, *filenames):
+            link = here / name
+            if not link.is_symlink():
+                continue
+            target = os.readlink(link)
+            if not target.startswith("/"):
+                continue
+            rel = os.path.relpath(root / target.lstrip("/"), here)
+            tmp = here / f".{name}.rvtorch-relink"
+            tmp.unlink(missing_ok=True)
+            os.symlink(rel, tmp)
+            os.replace(tmp, link)
+            count += 1
+    return count
+
+
+def absolute_links(root: Path) -> list[Path]:
+    """The absolute symlinks below ``root`` (on its own file system)."""
+    dev = Path(root).stat().st_dev
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames
+                       if (here / d).is_symlink() or (here / d).lstat().st_dev == dev]
+        out += [here / n for n in (*dirnames, *filenames)
+                if (here / n).is_symlink() and os.readlink(here / n).startswith("/")]
+    return out
+
+
 def _check_torch(tmp: Path, pkgs: dict[str, str]) -> None:
     version = _version_of(pkgs, "python3-torch")
     if version is None or not version.startswith(TORCH_VERSION):
@@ -372,6 +421,7 @@ def _create_in(arch: str, with_torch: bool, final: Path, mirror: str, lock_fd: i
         pkgs = _installed_packages(tmp)
         if with_torch:
             _check_torch(tmp, pkgs)
+        relinked = relative_links(tmp)
         manifest = {
             "name": final.name,
             "arch": arch,
@@ -386,6 +436,8 @@ def _create_in(arch: str, with_torch: bool, final: Path, mirror: str, lock_fd: i
             "torch": _version_of(pkgs, "python3-torch"),
             "blas": _blas_target(tmp, "libblas.so.3") if with_torch else None,
             "packages": pkgs,
+            LINKS_KEY: "relative",
+            "relinked": relinked,
         }
         manifest_path(final).unlink(missing_ok=True)
         _remove_tree(final)
@@ -398,14 +450,41 @@ def _create_in(arch: str, with_torch: bool, final: Path, mirror: str, lock_fd: i
         raise
 
 
+def _fix_links(final: Path) -> None:
+    """Bring a rootfs made before links were made relative up to date, in place, once.
+
+    Rewriting links is cheap and idempotent, so a cached rootfs is fixed rather than remade
+    (a remake costs minutes under QEMU); the manifest records it.
+    """
+    with _locked(final.parent, final.name):
+        m = read_manifest(final)
+        if m is None or m.get(LINKS_KEY) == "relative":
+            return
+        n = relative_links(final)
+        print(f"rvtorch: {final.name}: {n} absolute symlinks made relative", file=sys.stderr)
+        m[LINKS_KEY] = "relative"
+        m["relinked"] = n
+        tmp = manifest_path(final).with_name(manifest_path(final).name + ".tmp")
+        tmp.write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, manifest_path(final))
+
+
 def ensure_rootfs(arch: str, with_torch: bool = False, *, mirror: str | None = None) -> Path:
     """The path of a complete rootfs for ``arch`` (a targets.toml arch or ``host``).
 
-    Made once and cached; an incomplete or outdated one is deleted and made again.
+    Made once and cached; an incomplete or outdated one is deleted and made again. Every
+    symlink in it is relative (:func:`relative_links`), also in one made by an older rvtorch.
     """
     resolve(arch)  # unknown arch: usage error before touching anything
     final = rootfs_path(arch, with_torch)
     if is_complete(final, arch, with_torch):
+        if (read_manifest(final) or {}).get(LINKS_KEY) != "relative":
+            if not is_root():
+                raise UsageError(f"the {final.name} rootfs has absolute symlinks to fix "
+                                 "(made by an older rvtorch)",
+                                 hint=f"run `sudo rvtorch rootfs create --arch {arch}"
+                                 + (" --with-torch" if with_torch else "") + "` once")
+            _fix_links(final)
         return final
     if not is_root():
         raise UsageError(

@@ -129,6 +129,33 @@ def test_resolve_in_rootfs_follows_links_inside_the_rootfs(tmp_path: Path) -> No
         resolve_in_rootfs(root, "/usr/bin/loop")
 
 
+def test_qemu_path_is_what_qemu_minus_l_opens(tmp_path: Path) -> None:
+    """Under the rootfs first, else the host path; an absolute link met on the host side is a
+    guest path again (a venv's bin/python -> /usr/bin/python3 in a scratch dir)."""
+    root = _fake_rootfs(tmp_path)
+    assert emulate.qemu_path(root, "/bin/python3") == root / "usr/bin/python3.13"
+    scratch = root / "tmp" / "rvtorch-x" / "venv" / "bin"
+    scratch.mkdir(parents=True)
+    (scratch / "python").symlink_to("/usr/bin/python3")
+    (scratch / "python3").symlink_to("python")
+    assert emulate.qemu_path(root, str(scratch / "python3")) == root / "usr/bin/python3.13"
+    assert emulate.qemu_path(root, str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
+
+
+def test_guest_command_qemu_mode_keeps_the_venv_argv0(tmp_path: Path,
+                                                      host_env_with_openblas: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A venv's python finds its pyvenv.cfg from argv[0]: QEMU must pass the venv path."""
+    monkeypatch.setenv("RVTORCH_EMULATION", "qemu")
+    root = _fake_rootfs(tmp_path)
+    venv = root / "tmp" / "v"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python3").symlink_to("/usr/bin/python3")
+    cmd, _ = guest_command("riscv64", [str(venv / "bin/python3"), "-V"], rootfs=root)
+    i = cmd.index("-0")
+    assert cmd[i + 1:i + 3] == [str(venv / "bin/python3"), str(root / "usr/bin/python3.13")]
+
+
 @pytest.fixture
 def host_env_with_openblas(monkeypatch: pytest.MonkeyPatch) -> None:
     # The variables this machine really carries (FACTS), plus something else host-only.
@@ -155,8 +182,8 @@ def test_guest_command_qemu_mode(tmp_path: Path, host_env_with_openblas: None,
     cmd, env = guest_command("riscv64", ["python3", "-c", "pass"], cpu="rvv128", rootfs=root,
                              env={"OMP_NUM_THREADS": "1"})
     assert cmd == ["/usr/bin/qemu-riscv64-static", "-L", str(root), "-cpu",
-                   "rv64,v=true,vext_spec=v1.0,vlen=128", str(root / "usr/bin/python3.13"),
-                   "-c", "pass"]
+                   "rv64,v=true,vext_spec=v1.0,vlen=128", "-0", "/usr/bin/python3",
+                   str(root / "usr/bin/python3.13"), "-c", "pass"]
     assert not any(k.startswith(("OPENBLAS_", "QEMU_", "LD_")) for k in env)
     assert env["OMP_NUM_THREADS"] == "1"
     # New files under the guest's TMPDIR must land in the rootfs, not on the host's /tmp.
@@ -171,6 +198,7 @@ def test_guest_command_qemu_mode_runs_scripts_through_their_interpreter(
     cmd, _ = guest_command("riscv64", ["script", "a"], rootfs=root, cwd="/tmp")
     assert cmd[:2] == ["env", f"--chdir={root / 'tmp'}"]
     assert cmd[-4:] == [str(root / "usr/bin/python3.13"), "-u", "/usr/bin/script", "a"]
+    assert cmd[cmd.index("-0") + 1] == "/usr/bin/python3"  # the interpreter's guest path
     assert cmd[cmd.index("-cpu") + 1] == "rv64"  # default: the first (scalar) model
 
 

@@ -33,10 +33,10 @@ def test_recipe_hash_differs_per_arch_and_torch() -> None:
     assert len(hashes) == 4
 
 
-def _fake_complete(path: Path, arch: str, with_torch: bool) -> None:
+def _fake_complete(path: Path, arch: str, with_torch: bool, links: str = "relative") -> None:
     (path / "usr/bin").mkdir(parents=True)
     rootfs.manifest_path(path).write_text(json.dumps(
-        {"arch": arch, "recipe_hash": rootfs.recipe_hash(arch, with_torch)}))
+        {"arch": arch, "recipe_hash": rootfs.recipe_hash(arch, with_torch), "links": links}))
 
 
 def test_completion_stamp(cache: Path) -> None:
@@ -130,3 +130,45 @@ def test_foreign_rootfs_work_runs_on_the_fast_emulation_cpu() -> None:
         assert env["DEBIAN_FRONTEND"] == "noninteractive"
     assert "pauth=off" in matrix().target("aarch64").emulation_cpu
     assert "QEMU_CPU" not in rootfs._build_env(None)
+
+
+def test_absolute_links_become_relative_and_mean_the_same(tmp_path: Path) -> None:
+    """Debian's alternatives are absolute links; under explicit `qemu -L` the kernel would
+    follow them on the host (libblas.so.3 -> /etc/alternatives/... -> the host's file)."""
+    root = tmp_path / "rootfs"
+    lib = root / "usr/lib/riscv64-linux-gnu"
+    (lib / "openblas-pthread").mkdir(parents=True)
+    (lib / "openblas-pthread/libblas.so.3").write_text("openblas")
+    (root / "etc/alternatives").mkdir(parents=True)
+    (root / "etc/alternatives/libblas.so.3-riscv64-linux-gnu").symlink_to(
+        "/usr/lib/riscv64-linux-gnu/openblas-pthread/libblas.so.3")
+    (lib / "libblas.so.3").symlink_to("/etc/alternatives/libblas.so.3-riscv64-linux-gnu")
+    (lib / "rel.so").symlink_to("libblas.so.3")
+    (root / "bin").symlink_to("/usr/bin")  # a directory link: rewritten, not descended
+    assert len(rootfs.absolute_links(root)) == 3
+    assert rootfs.relative_links(root) == 3
+    assert rootfs.absolute_links(root) == []
+    assert (lib / "libblas.so.3").read_text() == "openblas"  # resolves on the host, as is
+    assert str((lib / "libblas.so.3").readlink()) == \
+        "../../../etc/alternatives/libblas.so.3-riscv64-linux-gnu"
+    assert str((root / "bin").readlink()) == "usr/bin"
+    assert str((lib / "rel.so").readlink()) == "libblas.so.3"  # relative ones untouched
+    assert rootfs.relative_links(root) == 0
+    assert not list(root.rglob(".*rvtorch-relink"))
+
+
+def test_a_cached_rootfs_with_absolute_links_is_fixed_in_place(cache: Path,
+                                                              monkeypatch) -> None:
+    final = rootfs.rootfs_path("riscv64", True)
+    _fake_complete(final, "riscv64", True, links="")  # made before links were fixed
+    (final / "etc").mkdir()
+    (final / "etc/os-release").write_text("x")
+    (final / "usr/bin/abs").symlink_to("/etc/os-release")
+    monkeypatch.setattr(rootfs, "is_root", lambda: False)
+    with pytest.raises(UsageError, match="absolute symlinks"):
+        rootfs.ensure_rootfs("riscv64", True)
+    monkeypatch.setattr(rootfs, "is_root", lambda: True)
+    assert rootfs.ensure_rootfs("riscv64", True) == final  # fixed, not remade
+    assert str((final / "usr/bin/abs").readlink()) == "../../etc/os-release"
+    m = rootfs.read_manifest(final)
+    assert m is not None and m["links"] == "relative" and m["relinked"] == 1
