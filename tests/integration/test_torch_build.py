@@ -142,14 +142,43 @@ def test_patch_that_does_not_apply_leaves_tree_untouched(
 
 
 # ----------------------------------------------------------------------------- in the image
+@pytest.fixture
+def no_binfmt(arch: str) -> Iterator[None]:
+    """The target's binfmt_misc entries disabled for the test (restored afterwards): a fresh
+    machine has none, and the configure must not depend on them."""
+    from rvtorch import emulate
+
+    t = matrix().target(arch)
+    disabled = []
+    if emulate.binfmt_mounted():
+        for e in emulate.matching_entries(t):
+            if e.enabled:
+                emulate.set_entry_enabled(e.name, False)
+                disabled.append(e.name)
+    try:
+        assert not emulate.binfmt_state(t).usable_in(None)
+        yield
+    finally:
+        for name in disabled:
+            emulate.set_entry_enabled(name, True)
+
+
 @pytest.mark.parametrize("arch", ARCHES)
-def test_configure_in_the_image(env: dict[str, str], arch: str) -> None:
+def test_configure_in_the_image(env: dict[str, str], arch: str, no_binfmt: None) -> None:
+    tree = Path(plan_for(env, arch)["tree"])
+    build = tree / "build"
+    log_path = build / "rvtorch-build.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
     r = cli(env, "build", "--arch", arch, "--source", "debian", "--stage", "configure",
             "--jobs", "2")
     assert r.returncode == 0, r.stderr
-    tree = Path(plan_for(env, arch)["tree"])
-    build = tree / "build"
     cache = (build / "CMakeCache.txt").read_text()
+    # No binfmt entry, yet the new C++ ABI (given, not probed) and no probe that could not run.
+    assert re.search(r"^GLIBCXX_USE_CXX11_ABI(:\w+)?=1$", cache, re.M)
+    this_run = log_path.read_text(errors="replace")[offset:]
+    assert "Could not run" not in this_run
+    info = json.loads((build / "rvtorch-build-info.json").read_text())
+    assert info["configure"] == {"binfmt": "none", "GLIBCXX_USE_CXX11_ABI": "1"}
     t = matrix().target(arch)
     assert f"CMAKE_TOOLCHAIN_FILE:FILEPATH=/opt/rvtorch/toolchains/{t.triple}.cmake" in cache
     system = "".join(p.read_text() for p in build.glob("CMakeFiles/*/CMakeSystem.cmake"))
@@ -168,6 +197,35 @@ def test_configure_in_the_image(env: dict[str, str], arch: str) -> None:
     assert "#define GLOO_HAVE_TRANSPORT_TCP 1" in gloo_config
     log = (build / "rvtorch-build.log").read_text(errors="replace")
     assert "Using system fmt" in log and "Build files have been written to" in log
+
+
+@pytest.mark.parametrize("arch", ["riscv64"])
+def test_a_probe_that_cannot_run_stops_the_build_at_configure(
+    itest_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arch: str,
+    no_binfmt: None,
+) -> None:
+    """Planted: the ABI flag removed, so PyTorch's own CheckAbi.cmake must run a target program
+    with no binfmt entry. The build stops at configure (exit 4) and compiles nothing."""
+    import dataclasses
+
+    from rvtorch import build
+    from rvtorch.errors import BuildError
+
+    monkeypatch.setenv("RVTORCH_CACHE", str(itest_cache))
+    # A partial stage: should the check ever let it through, only c10 compiles (and the
+    # assertions below fail), never a whole torch.
+    plan = build.make_plan(arch, provider="debian", stage="partial", targets=["c10"],
+                           out=tmp_path / "dist", jobs=2)
+    env = {k: v for k, v in plan.env.items() if k != "_GLIBCXX_USE_CXX11_ABI"}
+    planted = dataclasses.replace(plan, env=env, cmake=build.cmake_flags(env),
+                                  tree=str(tmp_path / "tree"))
+    with pytest.raises(BuildError) as exc:
+        build.run_build(planted, provider="debian")
+    assert exc.value.exit_code == 4
+    assert "could not run a target program: Could not run ABI Check" in exc.value.one_line()
+    log = (tmp_path / "tree" / "build" / "rvtorch-build.log").read_text(errors="replace")
+    assert "rvtorch: step compile" not in log and "Building CXX object" not in log
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
 
 
 def _kill_when(log: Path, proc: subprocess.Popen[str], pattern: str, timeout: float) -> bool:
