@@ -12,8 +12,10 @@ counts, torch version, BLAS. Overall: the wall time of the whole parallel cold r
 and the load average before/after: other jobs on the same 2 cores stretch wall time a lot, CPU
 time much less.
 
-Writes benchmarks/results/rootfs.json. Needs root. Run it in the background:
-``.venv/bin/python benchmarks/bench_rootfs.py > bench-rootfs.log 2>&1 &``
+Writes benchmarks/results/rootfs.json: this run's arches replace their entries, the entries of
+arches it did not measure stay as an earlier run wrote them (each entry carries its own ``date``,
+the arches created ``together`` with it and the load average before). Needs root. Run it in the
+background: ``.venv/bin/python benchmarks/bench_rootfs.py > bench-rootfs.log 2>&1 &``
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ def collect(scratch: Path, out: Path) -> int:
     return 0
 
 
+def previous_arches(path: Path) -> dict[str, dict]:
+    """The per-arch entries an earlier run wrote (kept for the arches this run does not measure)."""
+    try:
+        arches = json.loads(path.read_text()).get("arches", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return arches if isinstance(arches, dict) else {}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", action="append", help="arch to measure (repeatable; default all)")
@@ -109,12 +120,15 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench-rootfs-", dir=cache_dir()))
     env = {**os.environ, "RVTORCH_CACHE": str(scratch)}
     load_before = os.getloadavg()
+    date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
         cold = cold_parallel(arches, env, scratch)
         load_after = os.getloadavg()
         results: dict[str, dict] = {}
         for arch in arches:
             r = dict(cold[arch])
+            r.update(date=date, together=arches,
+                     loadavg_before=[round(x, 2) for x in load_before])
             if r["exit"] != 0:
                 print((scratch / f"{arch}.log").read_text()[-3000:], file=sys.stderr)
                 raise SystemExit(f"bench_rootfs: creating {arch} failed")
@@ -137,20 +151,22 @@ def main() -> int:
             t = resolve(arch)
             if t is not None:
                 r["qemu"] = qemu_version(qemu_binary(t))
+                r["emulation_cpu"] = t.emulation_cpu
             results[arch] = r
             print(f"{arch}: {json.dumps(r)}", flush=True)
     finally:
         _remove_tree(scratch)
     data = {
-        "what": "rvtorch rootfs create --with-torch for all arches at once in an empty cache "
-                "(cold, as the emulated test tier does), then again one by one (warm); seconds",
+        "what": "rvtorch rootfs create --with-torch for the measured arches at once in an empty "
+                "cache (cold, as the emulated test tier does), then again one by one (warm); "
+                "seconds; the top-level fields describe the last run",
         "cold_parallel_wall_s": cold["_all"]["cold_parallel_wall_s"],
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after_cold": [round(x, 2) for x in load_after],
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
                  "kernel": platform.release()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "arches": results,
+        "date": date,
+        "arches": {**previous_arches(args.out), **results},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
