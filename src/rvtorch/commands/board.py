@@ -1,0 +1,143 @@
+"""``rvtorch board up|status|down|ssh|install|validate``: virtual and real boards (docs/board.md).
+
+    rvtorch board up --arch riscv64 [--cpu MODEL] [--smp N] [--mem 4G] [--timeout S]
+    rvtorch board status|down --arch riscv64
+    rvtorch board ssh --arch riscv64 -- CMD ...
+    rvtorch board install --wheel FILE (--vm [--arch A] | --host USER@HOST [--port P] [--key K])
+
+Exit codes: 0 ok; 2 usage or an unusable board (unreachable, key refused, other arch, no
+matching Python, old glibc, full disk); 4 a virtual board that crashed or hung while booting, or
+a pip install that failed; 5 the installed torch does not work on the board.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+from ..targets import Target, matrix
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "board", help="a virtual board (qemu-system) or a real one over SSH: install, validate",
+        description="Boot a Debian trixie virtual board in qemu-system, or reach a real board "
+        "over SSH; install a wheel with pip into a venv there and validate it (docs/board.md).")
+    bsub = p.add_subparsers(dest="board_command", metavar="ACTION")
+    bsub.required = True
+
+    u = bsub.add_parser("up", help="boot the virtual board (or reuse the running one)")
+    u.add_argument("--arch", required=True, help="riscv64 or aarch64")
+    u.add_argument("--cpu", help="CPU model from targets.toml (default: the first listed)")
+    u.add_argument("--smp", type=int, help="virtual CPUs (default 2)")
+    u.add_argument("--mem", help="memory, e.g. 4G (default 4G)")
+    u.add_argument("--port", type=int, help="127.0.0.1 port forwarded to the board's sshd")
+    u.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds to wait for an SSH login (default 900)")
+    u.set_defaults(func=run_up)
+
+    s = bsub.add_parser("status", help="is the virtual board running, and how to reach it")
+    s.add_argument("--arch", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_status)
+
+    d = bsub.add_parser("down", help="power the virtual board off")
+    d.add_argument("--arch", required=True)
+    d.add_argument("--discard", action="store_true",
+                   help="also drop its disk (the next up starts from the clean image)")
+    d.set_defaults(func=run_down)
+
+    h = bsub.add_parser("ssh", help="run a command on the virtual board")
+    h.add_argument("--arch", required=True)
+    h.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS... (none: a login shell)")
+    h.set_defaults(func=run_ssh)
+
+    i = bsub.add_parser("install", help="install a wheel with pip into a venv on a board")
+    i.add_argument("--wheel", required=True, type=Path, help="the torch wheel")
+    _board_args(i)
+    i.add_argument("--venv", default="~/rvtorch-venv",
+                   help="venv path on the board (default ~/rvtorch-venv)")
+    i.set_defaults(func=run_install)
+
+
+def _board_args(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--vm", action="store_true", help="the running virtual board")
+    where.add_argument("--host", metavar="USER@HOST", help="a real board over SSH")
+    p.add_argument("--arch", help="with --vm: the virtual board's arch (default: the wheel's)")
+    p.add_argument("--port", type=int, help="with --host: SSH port (default 22)")
+    p.add_argument("--key", type=Path, help="with --host: SSH private key")
+
+
+def _target(arch: str) -> Target:
+    return matrix().target(arch)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from ..board.vm import BoardConfig, up
+
+    t = _target(args.arch)
+    cfg = BoardConfig.make(t, args.cpu, args.smp, args.mem)
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout}: give a positive number of seconds")
+    board = up(t, cfg, timeout=args.timeout, port=args.port)
+    how = "reused" if board.reused else f"booted in {board.boot_seconds:.0f} s"
+    print(f"{t.arch} board {how}: cpu {cfg.cpu} ({cfg.qemu_cpu}), {cfg.smp} CPUs, "
+          f"{cfg.mem_mib} MiB; ssh: rvtorch board ssh --arch {t.arch} -- CMD "
+          f"(port {board.remote.port})")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from ..board.vm import status
+
+    info = status(_target(args.arch))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    if not info["running"]:
+        print(f"{args.arch} board: not running (console log {info['console']})")
+        return 0
+    ssh = "ok" if info.get("ssh_ok") else f"NOT reachable: {info.get('ssh_problem')}"
+    print(f"{args.arch} board: running pid {info['pid']}, cpu {info['cpu']}, {info['smp']} CPUs, "
+          f"{info['mem_mib']} MiB, up {info['uptime_s']:.0f} s, ssh port {info['port']} {ssh}")
+    print(f"  {info['ssh']}")
+    return 0
+
+
+def run_down(args: argparse.Namespace) -> int:
+    from ..board.vm import down
+
+    was = down(_target(args.arch), discard=args.discard)
+    print(f"{args.arch} board: " + ("powered off" if was else "was not running")
+          + (", disk discarded" if args.discard else ""))
+    return 0
+
+
+def run_ssh(args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
+    from ..board.vm import running_board
+
+    board = running_board(_target(args.arch))
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    argv = board.remote.ssh_argv(shlex.join(cmd)) if cmd else board.remote.ssh_argv("")[:-1]
+    if not cmd and sys.stdin.isatty():
+        argv.insert(1, "-t")
+    return subprocess.run(argv, check=False).returncode
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from ..board.install import install, resolve_board
+
+    board = resolve_board(vm=args.vm, host=args.host, arch=args.arch, port=args.port,
+                          key=args.key, wheel=args.wheel)
+    result = install(board, args.wheel, venv=args.venv)
+    print(result.summary())
+    return 0
