@@ -15,9 +15,13 @@ same: ``torch._C`` is named ``_C.cpython-313-<triple>.so`` and links against the
 
 Running: the patched tree (one per arch, series digest in its name), the ccache directory and an
 output directory are bind-mounted from the cache; setup.py's ninja build directory lives in the
-tree, so a killed build resumes where it stopped. The wheel is written to a temp dir, handed to
-``rvtorch.wheel`` (repair + check) when that module exists, and moved into ``--out`` atomically
-with a ``.sha256`` and a build-info JSON. A QEMU import-and-matmul smoke follows on every CPU model.
+tree, so a killed build resumes where it stopped. The wheel is written to a temp dir, repaired
+and checked (``rvtorch.wheel``), then validated with the code of ``rvtorch validate --wheel``
+(default suites, every CPU model of the target, pip-installed into a clean target venv from the
+wheelhouse): only a wheel that passes is moved into ``--out`` atomically, beside
+``<wheel>.validation/`` (the report), a ``.sha256`` and a build-info JSON that records the verdict
+(:func:`validate_and_publish`). A wheel that fails stays in the tree's ``build/rejected/`` with
+its report (exit 5); ``--no-validate`` publishes without, and says so in build-info.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import BuildError, RvtorchError, UsageError, ValidationError
+from .errors import BuildError, RvtorchError, UsageError
 from .paths import cache_dir, data_dir, repo_root
 from .targets import Target, matrix
 from .torchspec import TorchVersion, torch_version
@@ -213,7 +217,7 @@ class Plan:
     tree: str
     out: str
     wheel_version: str
-    smoke_cpus: list[str]
+    validate_cpus: list[str]
     prepare: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # Which OpenBLAS is linked and bundled (openblas_plan): choice, ref, options, prefix, sha256.
@@ -427,7 +431,7 @@ def make_plan(
         tree=str(cache_dir(create=False) / "trees" / tree_name(tv, provider, arch, digest)),
         out=str((out or repo_root() / "dist").resolve()),
         wheel_version=wheel_version(tv, t),
-        smoke_cpus=[c.name for c in t.cpu],
+        validate_cpus=[c.name for c in t.cpu],
         prepare=prepare,
         notes=notes,
         openblas=blas,
@@ -776,7 +780,7 @@ def run_build(
     provider: str,
     mirror: str | None = None,
     engine_name: str | None = None,
-    smoke: bool = True,
+    validate: bool = True,
 ) -> dict[str, Any]:
     """Execute ``plan``; returns the build-info record (also written beside the wheel)."""
     from .engine import detect_engine
@@ -851,7 +855,8 @@ def run_build(
             "configure": {"binfmt": binfmt, **configured},
         }
         if plan.stage == "full":
-            info.update(finish_wheel(plan, outdir, info, smoke=smoke, engine=engine, image=image))
+            info.update(finish_wheel(plan, outdir, info, validate=validate, engine=engine,
+                                     image=image))
         info["steps"]["total"] = time.monotonic() - t0
         # Kept beside the log: which image and flags produced this build tree.
         (tree / "build" / "rvtorch-build-info.json").write_text(
@@ -864,9 +869,10 @@ def run_build(
 
 
 def finish_wheel(
-    plan: Plan, outdir: Path, info: dict[str, Any], *, smoke: bool, engine: Any, image: str
+    plan: Plan, outdir: Path, info: dict[str, Any], *, validate: bool, engine: Any, image: str
 ) -> dict[str, Any]:
-    """Repair + check the wheel (``rvtorch.wheel``), smoke it, then move it into ``plan.out``."""
+    """Repair + check the wheel (``rvtorch.wheel``), validate it, then publish it into
+    ``plan.out`` (:func:`validate_and_publish`)."""
     wheels = sorted(outdir.glob("torch-*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"expected one torch wheel, found {[w.name for w in wheels]}")
@@ -876,8 +882,9 @@ def finish_wheel(
     from . import wheel as wheel_mod
 
     build_paths = [CTR_SRC, plan.tree]
-    # A wheel refused by check-wheel or by the smoke test stays here for inspection, never in dist/.
-    rejected = Path(plan.tree) / "build" / "rejected"
+    # A wheel refused by check-wheel or by the validation stays here for inspection, never in
+    # dist/.
+    rejected = rejected_dir(plan)
     t = matrix().target(plan.arch)
     # The libraries to bundle live in the build image (the torch layer adds some to the
     # toolchain image).
@@ -893,16 +900,80 @@ def finish_wheel(
     # Which OpenBLAS the wheel carries (build-info); a recipe one must be the deployed one.
     extra["openblas"] = bundled_openblas(wheel, openblas)
     info["steps"]["repair_check"] = time.monotonic() - s
-    if smoke:
-        s = time.monotonic()
+    return {**extra, **validate_and_publish(wheel, plan.arch, Path(plan.out), rejected,
+                                            {**info, **extra}, validate=validate)}
+
+
+def rejected_dir(plan: Plan) -> Path:
+    return Path(plan.tree) / "build" / "rejected"
+
+
+def validate_and_publish(
+    wheel: Path,
+    arch: str,
+    out: Path,
+    rejected: Path,
+    info: dict[str, Any],
+    *,
+    validate: bool = True,
+    cpus: Sequence[str] = (),
+    inject: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Validate ``wheel`` as ``rvtorch validate --wheel`` does, then publish it or reject it.
+
+    The validation is :func:`rvtorch.validation.validate` itself: the default suites on every
+    CPU model of the target (``cpus`` narrows that for tests), the wheel pip-installed into a
+    clean venv of the base rootfs from the pinned wheelhouse, the OpenBLAS kernel of each model a
+    failing check. A ``passed`` verdict publishes the wheel with ``<wheel>.validation/`` and the
+    verdict in build-info; anything else puts the wheel, its report and its build-info into
+    ``rejected`` and raises (ValidationError, exit 5, for a failure), leaving ``out`` untouched.
+    ``inject`` breaks the references on purpose (``validate --inject``) to prove exactly that.
+    """
+    from .validation import SUITES, Options, raise_for_verdict, summary_record
+    from .validation import validate as run_validation
+
+    if not validate:
+        print("rvtorch: warning: --no-validate: publishing a wheel nobody ran "
+              "(build-info records it)", file=sys.stderr)
+        return publish(wheel, out, {**info, "validation": {
+            "status": "not run", "reason": "--no-validate"}})
+    rejected.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".validation-", dir=rejected.parent))
+    report_dir = work / f"{wheel.name}.validation"
+    s = time.monotonic()
+    try:
         try:
-            extra["smoke"] = smoke_wheel(wheel, plan.arch)
-        except ValidationError:
-            rejected.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(wheel, rejected / wheel.name)
+            report = run_validation(Options(arch=arch, cpus=tuple(cpus), suites=SUITES,
+                                            report=report_dir, wheel=wheel,
+                                            inject=tuple(inject)))
+        except BaseException as exc:
+            reject(wheel, rejected, None, {**info, "validation": {
+                "status": "error", "error": str(exc) or type(exc).__name__}})
             raise
-        info["steps"]["smoke"] = time.monotonic() - s
-    return {**extra, **publish(wheel, Path(plan.out), {**info, **extra})}
+        record = summary_record(report, f"{wheel.name}.validation")
+        record["seconds"] = round(time.monotonic() - s, 1)
+        info = {**info, "validation": record}
+        info.setdefault("steps", {})["validate"] = record["seconds"]
+        if record["status"] != "passed":
+            reject(wheel, rejected, report_dir, info)
+            raise_for_verdict(report, rejected / report_dir.name)
+        return publish(wheel, out, info, validation_dir=report_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def reject(wheel: Path, rejected: Path, report_dir: Path | None, info: dict[str, Any]) -> None:
+    """Keep a refused wheel for inspection: ``rejected/<wheel>`` with its report and build-info
+    (never in dist/)."""
+    rejected.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(wheel, rejected / wheel.name)
+    if report_dir is not None and report_dir.is_dir():
+        dest = rejected / report_dir.name
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(report_dir, dest)
+    (rejected / f"{wheel.name}.build-info.json").write_text(
+        json.dumps({"wheel": wheel.name, **info}, indent=2, default=str) + "\n")
+    print(f"rvtorch: {wheel.name} rejected: kept in {rejected}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -922,74 +993,35 @@ def mounted_image(engine: Any, image: str) -> Iterator[Path]:
             run([engine.path, "umount", ctr.handle], check=False, capture=True)
 
 
-def publish(wheel: Path, out: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Move ``wheel`` into ``out`` atomically with ``.sha256`` and ``.build-info.json``."""
+def publish(wheel: Path, out: Path, info: dict[str, Any], *,
+            validation_dir: Path | None = None) -> dict[str, Any]:
+    """Move ``wheel`` into ``out`` atomically with ``.sha256``, ``.build-info.json`` and, when
+    given, its validation report as ``<wheel>.validation/``."""
     out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     record = {"wheel": wheel.name, "sha256": digest, "size": wheel.stat().st_size, **info}
     stage = Path(tempfile.mkdtemp(prefix=".publish-", dir=out))
+    report_name = f"{wheel.name}.validation"
     try:
         shutil.copy2(wheel, stage / wheel.name)
         (stage / f"{wheel.name}.sha256").write_text(f"{digest}  {wheel.name}\n")
-        (stage / f"{wheel.name}.build-info.json").write_text(json.dumps(record, indent=2) + "\n")
+        (stage / f"{wheel.name}.build-info.json").write_text(
+            json.dumps(record, indent=2, default=str) + "\n")
+        if validation_dir is not None:
+            shutil.copytree(validation_dir, stage / report_name)
+            old = out / report_name
+            if old.exists():  # a directory cannot be replaced in one rename: move it aside
+                os.replace(old, stage / f"{report_name}.old")
+            os.replace(stage / report_name, old)
         # Side files first, the wheel last: a reader that sees the wheel sees its checksum.
         for name in (f"{wheel.name}.sha256", f"{wheel.name}.build-info.json", wheel.name):
             os.replace(stage / name, out / name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return {"published": str(out / wheel.name), "sha256": digest, "size": record["size"]}
-
-
-SMOKE = (
-    "import torch\n"
-    "g = torch.Generator().manual_seed(0)\n"
-    "a, b = torch.rand(64, 64, generator=g), torch.rand(64, 64, generator=g)\n"
-    "c = a @ b  # sgemm through the bundled OpenBLAS\n"
-    "ref = sum(a[3, k].item() * b[k, 5].item() for k in range(64))\n"
-    "assert abs(c[3, 5].item() - ref) < 1e-4 * abs(ref), (c[3, 5].item(), ref)\n"
-    "print('smoke ok', torch.__version__, torch._C.__file__.rsplit('/', 1)[-1])\n"
-)
-
-
-def smoke_wheel(wheel: Path, arch: str) -> dict[str, Any]:
-    """``import torch`` + a matmul under QEMU on every CPU model of the target.
-
-    The wheel is unpacked into the Debian rootfs that carries python3-torch's pure-Python
-    dependencies (sympy, filelock, ...); PYTHONPATH puts our torch first.
-    """
-    import zipfile
-
-    from .emulate import guest_tmpdir, run_guest
-    from .rootfs import ensure_rootfs
-    from .targets import target
-
-    t = target(arch)
-    rootfs = ensure_rootfs(arch, with_torch=True)
-    results: dict[str, Any] = {}
-    with guest_tmpdir(rootfs, arch) as (host, guest):
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extractall(host)
-        for cpu in t.cpu:
-            # OPENBLAS_VERBOSE=2 makes OpenBLAS name the kernel it picked for this CPU model.
-            r = run_guest(arch, ["python3", "-c", SMOKE], cpu=cpu.name, rootfs=rootfs,
-                          env={"PYTHONPATH": guest, "OPENBLAS_VERBOSE": "2"}, timeout=1800)
-            out = r.stdout + r.stderr
-            core = re.search(r"Core: (\S+)", out)
-            ok = r.returncode == 0 and "smoke ok" in r.stdout
-            seen = core.group(1) if core else None
-            results[cpu.name] = {
-                "ok": ok, "openblas_core": seen, "expected_core": cpu.openblas_core,
-                # Recorded, not enforced: kernel choice is the validation layer's verdict.
-                "core_matches": seen is not None and seen.lower() == cpu.openblas_core.lower(),
-                "out": out.strip()[-300:],
-            }
-    failed = [c for c, r in results.items() if not r["ok"]]
-    if failed:
-        raise ValidationError(
-            f"smoke test failed under QEMU on {', '.join(failed)}",
-            hint=results[failed[0]]["out"][-150:],
-        )
-    return results
+    res = {"published": str(out / wheel.name), "sha256": digest, "size": record["size"]}
+    if validation_dir is not None:
+        res["validation_report"] = str(out / report_name / "report.json")
+    return res
 
 
 def describe_error(exc: RvtorchError) -> str:  # pragma: no cover - convenience for callers

@@ -230,24 +230,38 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
                 cls, c = ' class="ok"', "ok"
             elif c is False or (isinstance(c, str) and c.startswith("FAIL")):
                 cls, c = ' class="fail"', c if isinstance(c, str) else "FAIL"
+            elif isinstance(c, str) and c.startswith("SKIPPED"):
+                cls = ' class="skip"'
             cells.append(f"<td{cls}>{_e(_fmt(c))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{h}</tr>{''.join(body)}</table>"
 
 
+def _status_cell(s: dict[str, Any]) -> str:
+    """A suite's state for the runs table: ok, FAIL <problem> or SKIPPED (<reason>)."""
+    status = s.get("status") or ("passed" if s.get("ok") else "failed")
+    if status == "skipped":
+        return f"SKIPPED ({s.get('skip_reason') or '?'})"
+    return "ok" if status == "passed" else "FAIL " + (s.get("problem") or "")
+
+
 def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
     ok = report.get("ok")
+    verdict = report.get("verdict") or ("passed" if ok else "failed")
+    head_cls, head = {"passed": ("ok", "PASS"), "skipped": ("skip", "INCOMPLETE: SKIPPED")}.get(
+        verdict, ("fail", "FAIL"))
     qemu = report.get("qemu") or {}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>rvtorch validation: {_e(report.get('arch'))}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
         "margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
-        ".ok{background:#dfd}.fail{background:#fdd}pre{background:#f6f6f6;padding:1em;"
+        ".ok{background:#dfd}.fail{background:#fdd}.skip{background:#ffe9a8}pre{background:#f6f6f6;padding:1em;"
         "font-size:12px;overflow:auto}</style></head><body>",
         f"<h1>Validation of torch on {_e(report.get('arch'))}: "
-        f"<span class='{'ok' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span></h1>",
-        f"<p>{report.get('checks_total', 0)} checks, {len(report.get('failures', []))} failed; "
+        f"<span class='{head_cls}'>{head}</span></h1>",
+        f"<p>{report.get('checks_total', 0)} checks, {len(report.get('failures', []))} failed, "
+        f"{len(report.get('skipped', []))} suite run(s) skipped; "
         f"torch from {_e((report.get('target') or {}).get('torch_source'))} "
         f"{_e((report.get('target') or {}).get('wheel') or '')}; QEMU "
         f"{_e(qemu.get('version'))} ({_e(qemu.get('mode'))}); "
@@ -256,6 +270,9 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
     if report.get("failures"):
         parts.append("<h2>Failures</h2><ul>" + "".join(
             f"<li>{_e(f)}</li>" for f in report["failures"]) + "</ul>")
+    if report.get("skipped"):
+        parts.append("<h2>Skipped (not a pass)</h2><ul>" + "".join(
+            f"<li class='skip'>{_e(f)}</li>" for f in report["skipped"]) + "</ul>")
     # CPU models, suites and timings
     rows = []
     host_t = (report.get("host") or {}).get("timings_s") or {}
@@ -263,8 +280,7 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
         for suite, s in run["suites"].items():
             info = (s.get("result") or {}).get("info") or {}
             blas = info.get("blas") or {}
-            rows.append([run["cpu"], run["qemu_cpu"], suite,
-                         "ok" if s["ok"] else "FAIL " + (s.get("problem") or ""),
+            rows.append([run["cpu"], run["qemu_cpu"], suite, _status_cell(s),
                          round(s["wall_s"], 1), round(s.get("cpu_s", 0.0), 1),
                          host_t.get(suite, ""),
                          blas.get("corename", info.get("openblas_verbose") or "")

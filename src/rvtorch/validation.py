@@ -9,12 +9,16 @@ Steps (each prints a progress line):
    samples and the FL host run (plus the digits shards, exported here with scikit-learn) into
    a reference directory cached by content hash: a rerun reuses it.
 2. **Target environment.** Debian's torch in the target rootfs (``--rootfs-torch``), or a wheel
-   installed into a fresh venv (``--system-site-packages``) inside a temp dir of that rootfs.
+   pip-installed into a clean venv in the base rootfs (python3 only, no Debian torch) from the
+   pinned wheelhouse of its dependencies (``rvtorch.wheelhouse``), as a board user installs it.
 3. **Suites per CPU model.** The package and references are copied into a guest temp dir; each
    suite runs as ``python3 -m rvtorch_validate.<suite> --role target`` under QEMU with a clean
    guest environment; FL starts one qemu process per rank from here and watches them.
-4. **Report.** ``report.json``, ``report.html`` and PNG plots (``rvtorch.report``); the exit
-   status is 0 only if every check passed, else a ValidationError (exit 5).
+4. **Report.** ``report.json``, ``report.html`` and PNG plots (``rvtorch.report``). Each suite
+   on each CPU model is ``passed``, ``failed`` or ``skipped`` (with its reason); the verdict
+   (:func:`verdict`) is ``passed`` only if every requested suite ran and passed. A failure is a
+   ValidationError (exit 5); a requested suite that could not run, with nothing failed, is a
+   UsageError (exit 2): a skip is never a pass (:func:`raise_for_verdict`).
 
 ``RVTORCH_VALIDATE_HOST_PYTHON=/path/to/python`` runs the references with that native Python
 (which must have torch) instead of the host rootfs: for machines without root or for developing
@@ -172,9 +176,16 @@ def copy_package(dest: Path) -> Path:
 # Running one suite process
 
 
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
 @dataclass(kw_only=True)
 class SuiteRun:
-    """What came back from one suite process."""
+    """What came back from one suite process.
+
+    ``skipped`` is the reason a suite could not run (set by the runner, or by the suite itself
+    as a top-level ``"skipped"`` string in its result). A skipped suite is never ``ok``.
+    """
 
     suite: str
     exit: int | None
@@ -183,13 +194,27 @@ class SuiteRun:
     stderr_tail: str = ""
     problem: str = ""
     cpu_s: float = 0.0  # CPU time of the suite's processes: a load-independent cost
+    skipped: str = ""
+
+    @property
+    def skip_reason(self) -> str:
+        return self.skipped or str((self.result or {}).get("skipped") or "")
+
+    @property
+    def status(self) -> str:
+        if self.problem:
+            return FAILED
+        if self.skip_reason:
+            return SKIPPED
+        return PASSED if self.result and self.result.get("ok") else FAILED
 
     @property
     def ok(self) -> bool:
-        return bool(self.result and self.result.get("ok")) and not self.problem
+        return self.status == PASSED
 
     def to_json(self) -> dict[str, Any]:
-        return {"suite": self.suite, "exit": self.exit, "wall_s": round(self.wall_s, 2),
+        return {"suite": self.suite, "status": self.status, "skip_reason": self.skip_reason,
+                "exit": self.exit, "wall_s": round(self.wall_s, 2),
                 "cpu_s": round(self.cpu_s, 2),
                 "ok": self.ok, "problem": self.problem, "stderr_tail": self.stderr_tail,
                 "result": self.result}
@@ -469,58 +494,34 @@ def _failed(result: dict[str, Any] | None) -> str:
 
 @contextlib.contextmanager
 def target_env(opts: Options) -> Iterator[tuple[PyEnv, dict[str, Any]]]:
-    """Debian's torch in the target rootfs, or the wheel in a fresh venv inside it."""
+    """Debian's torch in the target rootfs, or the wheel in a clean venv in the base rootfs.
+
+    The wheel's rootfs is the base one (Debian's python3 only): no python3-torch, no numpy,
+    nothing on the venv's path but what pip installed from the wheelhouse, so an import that
+    works here works on a board that installed the wheel the same way.
+    """
     from .rootfs import ensure_rootfs
 
-    progress(f"{opts.arch}: target rootfs with Debian's python3-torch")
-    rootfs = ensure_rootfs(opts.arch, with_torch=True)
-    info: dict[str, Any] = {"rootfs": str(rootfs), "rootfs_torch": _manifest_torch(rootfs)}
     if opts.wheel is None:
-        info["torch_source"] = "rootfs"
-        yield PyEnv(name=opts.arch, rootfs=rootfs), info
+        progress(f"{opts.arch}: target rootfs with Debian's python3-torch")
+        rootfs = ensure_rootfs(opts.arch, with_torch=True)
+        yield PyEnv(name=opts.arch, rootfs=rootfs), {
+            "rootfs": str(rootfs), "rootfs_torch": _manifest_torch(rootfs),
+            "torch_source": "rootfs"}
         return
-    info["torch_source"] = "wheel"
-    info["wheel"] = opts.wheel.name
+    from .wheelhouse import install_in_rootfs
+
+    rootfs = ensure_rootfs(opts.arch, with_torch=False)
+    info: dict[str, Any] = {"rootfs": str(rootfs), "rootfs_torch": _manifest_torch(rootfs),
+                            "torch_source": "wheel", "wheel": opts.wheel.name}
     with PyEnv(name=opts.arch, rootfs=rootfs).workdir() as (hdir, gdir):
-        venv_guest = f"{gdir}/venv"
-        progress(f"{opts.arch}: venv with {opts.wheel.name}")
-        env = PyEnv(name=opts.arch, rootfs=rootfs)
-        cmd, genv = env.command(["-m", "venv", "--system-site-packages", "--without-pip",
-                                 venv_guest], cpu=None, env={})
-        from .proc import run as run_proc
-
-        run_proc(cmd, env=genv, error=UsageError, what="creating the venv in the target rootfs")
-        install_wheel(opts.wheel, hdir / "venv", venv_guest)
-        info["venv"] = venv_guest
-        yield PyEnv(name=opts.arch, rootfs=rootfs, python=f"{venv_guest}/bin/python3"), info
-
-
-def install_wheel(wheel: Path, venv_host: Path, venv_guest: str) -> None:
-    """Install ``wheel`` into the venv from the host with pypa's ``installer`` (no deps).
-
-    Same result as ``pip install --no-deps`` in the guest, without running pip under QEMU and
-    without needing pip in the rootfs.
-    """
-    try:
-        from installer import install
-        from installer.destinations import SchemeDictionaryDestination
-        from installer.sources import WheelFile
-    except ImportError as exc:
-        raise UsageError("installing a wheel needs the 'installer' package",
-                         hint="pip install installer") from exc
-    libs = sorted((venv_host / "lib").glob("python3*/site-packages"))
-    if not libs:
-        raise UsageError(f"no site-packages in the new venv {venv_host}")
-    site = str(libs[0])
-    scheme = {"purelib": site, "platlib": site, "headers": str(venv_host / "include"),
-              "scripts": str(venv_host / "bin"), "data": str(venv_host)}
-    dest = SchemeDictionaryDestination(scheme, interpreter=f"{venv_guest}/bin/python3",
-                                       script_kind="posix")
-    try:
-        with WheelFile.open(wheel) as source:
-            install(source=source, destination=dest, additional_metadata={})
-    except Exception as exc:  # installer raises several types for a broken wheel
-        raise UsageError(f"cannot install {wheel.name}: {exc}") from exc
+        progress(f"{opts.arch}: pip installs {opts.wheel.name} into a clean venv "
+                 "(base rootfs, wheelhouse, --no-index)")
+        inst = install_in_rootfs(opts.arch, rootfs, opts.wheel, (hdir, gdir))
+        progress(f"{opts.arch}: installed {len(inst.packages)} distributions in "
+                 f"{inst.seconds:.0f} s")
+        info.update(inst.to_json())
+        yield PyEnv(name=opts.arch, rootfs=rootfs, python=inst.python_guest), info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,8 +634,11 @@ def run_model(opts: Options, tenv: PyEnv, info: dict[str, Any], model: CpuModel 
                                  target_args(suite, opts, model, gdir, info, venv),
                                  cpu=cpu, out_name=f"{suite}.json", timeout=limit,
                                  env={"OPENBLAS_VERBOSE": "2"} if suite == "smoke" else None)
-            verdict = "ok" if run.ok else "FAIL " + (run.problem or _failed(run.result))
-            progress(f"{opts.arch} {label}: {suite} {verdict} ({run.wall_s:.1f} s, "
+            if run.status == SKIPPED:
+                said = f"SKIPPED ({run.skip_reason})"
+            else:
+                said = "ok" if run.ok else "FAIL " + (run.problem or _failed(run.result))
+            progress(f"{opts.arch} {label}: {suite} {said} ({run.wall_s:.1f} s, "
                      f"CPU {run.cpu_s:.1f} s)")
             entry["suites"][suite] = run.to_json()
     return entry
@@ -651,23 +655,76 @@ def _qemu_info(arch: str, rootfs: Path | None) -> dict[str, Any]:
 
 
 def summarise(report: dict[str, Any]) -> None:
+    """Failures, skips and the verdict of a report (``ok`` only if it is ``passed``)."""
     failures: list[str] = []
+    skipped: list[str] = []
     total = 0
     for run in report["runs"]:
         for suite, s in run["suites"].items():
             where = f"{report['arch']}/{run['cpu']}/{suite}"
+            status = s.get("status") or (PASSED if s.get("ok") else FAILED)
+            if status == SKIPPED:
+                skipped.append(f"{where}: skipped: {s.get('skip_reason') or '?'}")
             if s["problem"]:
                 failures.append(f"{where}: {s['problem']}")
             for c in (s.get("result") or {}).get("checks", []):
                 total += 1
                 if not c["ok"]:
                     failures.append(f"{where}: {c['name']}" + (f" ({c['detail']})"
-                                                              if c["detail"] else ""))
-            if not s["result"] and not s["problem"]:
+                                                              if c.get("detail") else ""))
+            if not s["result"] and not s["problem"] and status != SKIPPED:
                 failures.append(f"{where}: no result")
+            elif status == FAILED and not s["problem"] and not any(
+                    f.startswith(f"{where}: ") for f in failures):
+                failures.append(f"{where}: failed")
     report["checks_total"] = total
     report["failures"] = failures
-    report["ok"] = not failures and total > 0
+    report["skipped"] = skipped
+    report["verdict"] = verdict(failures, skipped, total)
+    report["ok"] = report["verdict"] == PASSED
+
+
+def verdict(failures: Sequence[str], skipped: Sequence[str], total: int) -> str:
+    """``failed`` if anything failed, else ``skipped`` if a requested suite did not run (or no
+    check ran at all), else ``passed``."""
+    if failures:
+        return FAILED
+    if skipped or total == 0:
+        return SKIPPED
+    return PASSED
+
+
+def summary_record(report: dict[str, Any], report_path: str) -> dict[str, Any]:
+    """What a build records about a wheel's validation (build-info ``validation``)."""
+    suites: dict[str, dict[str, str]] = {}
+    kernels: dict[str, Any] = {}
+    for run in report["runs"]:
+        suites[run["cpu"]] = {name: s.get("status", "") for name, s in run["suites"].items()}
+        blas = (((run["suites"].get("smoke") or {}).get("result") or {}).get("info") or {}).get(
+            "blas") or {}
+        kernels[run["cpu"]] = {"expected": run.get("expected_blas_core"),
+                               "seen": blas.get("corename")}
+    return {"status": report["verdict"], "checks_total": report["checks_total"],
+            "failures": report["failures"][:20], "skipped": report.get("skipped", []),
+            "suites": suites, "openblas_kernels": kernels, "report": report_path,
+            "emulation": (report.get("qemu") or {}).get("mode"),
+            "installed": (report.get("target") or {}).get("packages")}
+
+
+def raise_for_verdict(report: dict[str, Any], where: Path) -> None:
+    """ValidationError (exit 5) for a failed report, UsageError (exit 2) for one where a
+    requested suite could not run; nothing for a passed one."""
+    v = report.get("verdict")
+    arch = report.get("arch")
+    if v == PASSED:
+        return
+    if v == FAILED:
+        raise ValidationError(
+            f"{len(report['failures'])} check(s) failed on {arch}, first: "
+            f"{report['failures'][0]}", hint=f"see {where / 'report.html'}")
+    first = (report.get("skipped") or ["no check ran"])[0]
+    raise UsageError(f"{len(report.get('skipped') or [])} requested suite run(s) could not run "
+                     f"on {arch}, first: {first}", hint=f"see {where / 'report.html'}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def test_plan_resolves_cross_env_and_cmake_flags() -> None:
         p.file for p in series_for(torch_version()).patches
     ]
     assert plan.source["files"][0]["sha256"] == torch_version().debian.orig.sha256
-    assert plan.tree.endswith("-riscv64") and plan.smoke_cpus == ["rv64", "rvv128", "rvv256"]
+    assert plan.tree.endswith("-riscv64") and plan.validate_cpus == ["rv64", "rvv128", "rvv256"]
     json.dumps(plan.to_json())  # serialisable
 
 

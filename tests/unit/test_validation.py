@@ -14,10 +14,12 @@ from rvtorch.report import parity_rows, write_report
 from rvtorch.validate.common import close_report, compare_entry
 from rvtorch.validation import (
     Options,
+    SuiteRun,
     apply_injections,
     openblas_verbose,
     parse_inject,
     parse_suites,
+    raise_for_verdict,
     summarise,
 )
 from tests.conftest import run_cli
@@ -115,7 +117,8 @@ def fake_report(fail: bool = False) -> dict[str, Any]:
              "info": {"blas": {"corename": "riscv64_generic"}, "config_show": "built with"}}
 
     def suite(name: str, res: dict[str, Any]) -> dict[str, Any]:
-        return {"suite": name, "exit": 0, "wall_s": 12.5, "ok": res["ok"], "problem": "",
+        return {"suite": name, "status": "passed" if res["ok"] else "failed", "skip_reason": "",
+                "exit": 0, "wall_s": 12.5, "ok": res["ok"], "problem": "",
                 "stderr_tail": "", "result": res}
 
     return {"arch": "riscv64", "created": "now", "target": {"torch_source": "rootfs"},
@@ -185,48 +188,146 @@ def test_validation_error_is_exit_5() -> None:
     assert ValidationError("x").exit_code == 5
 
 
-def _tiny_wheel(dest: Path) -> Path:
-    """A minimal valid wheel (one module, dist-info with RECORD) made with the stdlib."""
-    import base64
-    import hashlib
-    import zipfile
+def test_a_skipped_suite_is_never_a_pass() -> None:
+    """A suite that says it could not run (top-level "skipped" in its result, even with
+    ok=True and passing checks) or that the runner skipped is reported skipped, not passed."""
+    run = SuiteRun(suite="fastflow-fl", exit=0, wall_s=1.0,
+                   result={"ok": True, "skipped": "FastFlow's source is not available",
+                           "checks": [_check("core:accuracy", True)]})
+    assert run.status == "skipped" and not run.ok
+    assert run.to_json()["skip_reason"] == "FastFlow's source is not available"
+    assert SuiteRun(suite="x", exit=None, wall_s=0, result=None, skipped="no QEMU").status \
+        == "skipped"
+    # A problem wins over a skip: a crash is a failure.
+    assert SuiteRun(suite="x", exit=1, wall_s=0, result=None, skipped="s",
+                    problem="crashed").status == "failed"
 
-    name = "tinypkg-1.0-py3-none-any.whl"
-    files = {
-        "tinypkg/__init__.py": b"VALUE = 42\n",
-        "tinypkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
-        "tinypkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
-                                       b"Root-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append("tinypkg-1.0.dist-info/RECORD,,")
-    with zipfile.ZipFile(dest / name, "w") as zf:
-        for path, data in files.items():
-            zf.writestr(path, data)
-        zf.writestr("tinypkg-1.0.dist-info/RECORD", "\n".join(record) + "\n")
-    return dest / name
-
-
-def test_install_wheel_into_a_venv_layout(tmp_path: Path) -> None:
-    from rvtorch.validation import install_wheel
-
-    venv = tmp_path / "venv"
-    site = venv / "lib" / "python3.13" / "site-packages"
-    site.mkdir(parents=True)
-    install_wheel(_tiny_wheel(tmp_path), venv, "/guest/venv")
-    assert (site / "tinypkg" / "__init__.py").read_text() == "VALUE = 42\n"
-    assert (site / "tinypkg-1.0.dist-info" / "RECORD").exists()
+    rep = fake_report()
+    rep["runs"][0]["suites"]["fl"] = run.to_json()
+    summarise(rep)
+    assert rep["verdict"] == "skipped" and not rep["ok"] and not rep["failures"]
+    assert rep["skipped"] == ["riscv64/rv64/fl: skipped: FastFlow's source is not available"]
+    with pytest.raises(UsageError, match="could not run") as exc:
+        raise_for_verdict(rep, Path("r"))
+    assert exc.value.exit_code == 2
+    # With a failure too, the failure decides: exit 5.
+    rep["runs"][0]["suites"]["reflow"]["result"]["checks"][0]["ok"] = False
+    summarise(rep)
+    assert rep["verdict"] == "failed"
+    with pytest.raises(ValidationError):
+        raise_for_verdict(rep, Path("r"))
 
 
-def test_install_wheel_rejects_a_broken_wheel(tmp_path: Path) -> None:
-    from rvtorch.validation import install_wheel
+def test_no_check_at_all_is_not_a_pass() -> None:
+    rep = fake_report()
+    for s in rep["runs"][0]["suites"].values():
+        s["result"]["checks"] = []
+    summarise(rep)
+    assert rep["verdict"] == "skipped" and not rep["ok"]
 
-    venv = tmp_path / "venv"
-    (venv / "lib" / "python3.13" / "site-packages").mkdir(parents=True)
-    bad = tmp_path / "broken-1.0-py3-none-any.whl"
-    bad.write_bytes(b"not a zip")
-    with pytest.raises(UsageError):
-        install_wheel(bad, venv, "/guest/venv")
+
+def test_the_html_report_shows_skips_in_their_own_colour(tmp_path: Path) -> None:
+    rep = fake_report()
+    rep["runs"][0]["suites"]["fl"].update(status="skipped", skip_reason="no FastFlow", ok=False)
+    summarise(rep)
+    page = (write_report(rep, tmp_path / "rep") / "report.html").read_text()
+    assert ".skip{background:" in page
+    assert "<td class=\"skip\">SKIPPED (no FastFlow)</td>" in page
+    assert "INCOMPLETE: SKIPPED" in page and "PASS<" not in page
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["verdict"] == "skipped"
+
+
+# --------------------------------------------------------------------------- build: publish gate
+def _gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report: dict[str, Any] | None,
+          **kw: Any) -> tuple[Path, Path, Path, list[Options]]:
+    """validate_and_publish with the validation run replaced by a recorded report (the real
+    run is tests/emulated/test_validate.py); returns (wheel, dist, rejected, calls)."""
+    from rvtorch import validation
+
+    calls: list[Options] = []
+
+    def fake_validate(opts: Options) -> dict[str, Any]:
+        calls.append(opts)
+        assert report is not None
+        summarise(report)
+        write_report(report, opts.report)
+        return report
+
+    monkeypatch.setattr(validation, "validate", fake_validate)
+    wheel = tmp_path / "repaired" / "torch-2.6.0+riscv64-cp313-cp313-manylinux_2_39_riscv64.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    dist, rejected = tmp_path / "dist", tmp_path / "tree" / "build" / "rejected"
+    dist.mkdir()
+    (dist / "older.whl").write_bytes(b"x")
+    return wheel, dist, rejected, calls
+
+
+def test_a_passing_wheel_is_published_with_its_report(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from rvtorch import build
+
+    wheel, dist, rejected, calls = _gate(tmp_path, monkeypatch, fake_report())
+    res = build.validate_and_publish(wheel, "riscv64", dist, rejected, {"steps": {}})
+    (opts,) = calls
+    # The same validation as `rvtorch validate --wheel`: default suites, every CPU model.
+    assert opts.wheel == wheel and opts.suites == ("smoke", "reflow", "fl") and opts.cpus == ()
+    name = wheel.name
+    assert sorted(p.name for p in dist.iterdir()) == sorted(
+        ["older.whl", name, f"{name}.sha256", f"{name}.build-info.json", f"{name}.validation"])
+    assert (dist / f"{name}.validation" / "report.html").exists()
+    info = json.loads((dist / f"{name}.build-info.json").read_text())
+    assert info["validation"]["status"] == "passed"
+    assert info["validation"]["suites"] == {"rv64": {"smoke": "passed", "reflow": "passed",
+                                                     "fl": "passed"}}
+    assert res["validation_report"] == str(dist / f"{name}.validation" / "report.json")
+    assert not rejected.exists() or not any(rejected.iterdir())
+    # A second publish of the same name replaces the report directory whole.
+    build.validate_and_publish(wheel, "riscv64", dist, rejected, {"steps": {}})
+    assert not [p for p in dist.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failing_wheel_is_rejected_exit_5_and_dist_is_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rvtorch import build
+
+    wheel, dist, rejected, _ = _gate(tmp_path, monkeypatch, fake_report(fail=True))
+    before = sorted(p.name for p in dist.iterdir())
+    with pytest.raises(ValidationError, match="check\\(s\\) failed") as exc:
+        build.validate_and_publish(wheel, "riscv64", dist, rejected, {"steps": {}})
+    assert exc.value.exit_code == 5
+    assert sorted(p.name for p in dist.iterdir()) == before
+    name = wheel.name
+    assert sorted(p.name for p in rejected.iterdir()) == sorted(
+        [name, f"{name}.validation", f"{name}.build-info.json"])
+    info = json.loads((rejected / f"{name}.build-info.json").read_text())
+    assert info["validation"]["status"] == "failed"
+    assert (rejected / f"{name}.validation" / "report.json").exists()
+    assert [p.name for p in rejected.parent.iterdir()] == ["rejected"]  # no temp dirs left
+
+
+def test_a_wheel_whose_suite_was_skipped_is_not_published(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rvtorch import build
+
+    rep = fake_report()
+    rep["runs"][0]["suites"]["fl"].update(status="skipped", skip_reason="no ranks", ok=False)
+    wheel, dist, rejected, _ = _gate(tmp_path, monkeypatch, rep)
+    with pytest.raises(UsageError, match="could not run"):
+        build.validate_and_publish(wheel, "riscv64", dist, rejected, {"steps": {}})
+    assert sorted(p.name for p in dist.iterdir()) == ["older.whl"]
+    assert (rejected / wheel.name).exists()
+
+
+def test_no_validate_publishes_with_a_warning_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rvtorch import build
+
+    wheel, dist, rejected, calls = _gate(tmp_path, monkeypatch, None)
+    build.validate_and_publish(wheel, "riscv64", dist, rejected, {"steps": {}}, validate=False)
+    assert calls == []
+    assert "warning: --no-validate" in capsys.readouterr().err
+    info = json.loads((dist / f"{wheel.name}.build-info.json").read_text())
+    assert info["validation"] == {"status": "not run", "reason": "--no-validate"}
+    assert not (dist / f"{wheel.name}.validation").exists()

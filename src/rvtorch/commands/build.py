@@ -15,7 +15,8 @@ from ..torchspec import torch_version
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("build", help="cross-build a PyTorch wheel into dist/ and smoke-test it")
+    p = sub.add_parser("build", help="cross-build a PyTorch wheel, validate it under QEMU, "
+                       "publish it into dist/")
     p.add_argument("--arch", required=True, help="target arch of toolchains/targets.toml")
     p.add_argument("--torch-version", type=TORCH_VERSION, default=None,
                    help="default: newest in toolchains/torch.toml")
@@ -73,7 +74,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--debian-mirror", type=MIRROR, default=None,
                    help="Debian archive URL for the debian source")
     p.add_argument("--engine", default=None, help="container engine (docker, podman, buildah)")
-    p.add_argument("--no-smoke", action="store_true", help="skip the QEMU import-and-matmul smoke")
+    p.add_argument("--no-validate", action="store_true",
+                   help="publish the wheel without validating it under QEMU (a warning; "
+                   "build-info records it)")
     p.set_defaults(func=run)
 
 
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         provider=provider,
         mirror=args.debian_mirror,
         engine_name=args.engine,
-        smoke=not args.no_smoke,
+        validate=not args.no_validate,
     )
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in info["steps"].items())
     print(f"rvtorch: {plan.stage} build for {plan.arch} ok ({steps})", file=sys.stderr)

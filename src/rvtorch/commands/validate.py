@@ -3,7 +3,8 @@
     rvtorch validate --arch riscv64 (--wheel FILE | --rootfs-torch) [--cpu MODEL ...]
                      [--suite smoke,reflow,fl] [--full] --report DIR
 
-Exit 0 only if every check passed, 5 on a validation failure, 2 on bad usage.
+Exit 0 only if every requested suite ran and passed; 5 on a validation failure; 2 on bad
+usage or when a requested suite could not run (skipped, with its reason: never a pass).
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ import argparse
 import sys
 
 from ..cli import FILE, REPORT_DIR
-from ..errors import UsageError, ValidationError
+from ..errors import UsageError
 from ..targets import matrix
-from ..validation import FAULTS, SUITES, Options, parse_inject, parse_suites, validate
+from ..validation import (
+    FAULTS,
+    SUITES,
+    Options,
+    parse_inject,
+    parse_suites,
+    raise_for_verdict,
+    validate,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,11 +32,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="run the smoke, ReFlow and federated-learning suites on a target under QEMU",
         description="Runs the validation suites (docs/validation.md) in the target Python under "
         "QEMU on each CPU model and compares with the same code run on the x86 reference. "
-        "Exit 0 only if every check passes, 5 on a validation failure, 2 on bad usage.",
+        "Exit 0 only if every requested suite ran and passed, 5 on a validation failure, 2 on "
+        "bad usage or when a requested suite could not run (a skip is never a pass).",
     )
     p.add_argument("--arch", required=True, help="targets.toml arch (riscv64, aarch64)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--wheel", type=FILE, help="torch wheel to install in a fresh venv")
+    src.add_argument("--wheel", type=FILE,
+                     help="torch wheel to pip-install into a clean venv in the base rootfs (its "
+                     "dependencies from the pinned wheelhouse, no Debian torch)")
     src.add_argument("--rootfs-torch", action="store_true",
                      help="validate Debian's python3-torch in the target rootfs")
     p.add_argument("--cpu", action="append", default=[], metavar="MODEL",
@@ -64,14 +76,10 @@ def run(args: argparse.Namespace) -> int:
     report = validate(opts)
     print(f"report: {args.report / 'report.html'}", file=sys.stderr)
     for run_ in report["runs"]:
-        times = ", ".join(f"{s} {v['wall_s']:.0f} s" for s, v in run_["suites"].items())
+        times = ", ".join(f"{s} {v.get('status', 'passed' if v['ok'] else 'failed')} "
+                          f"{v['wall_s']:.0f} s" for s, v in run_["suites"].items())
         print(f"{t.arch} {run_['cpu']}: {times}")
-    if not report["ok"]:
-        first = report["failures"][0] if report["failures"] else "no checks ran"
-        raise ValidationError(
-            f"{len(report['failures'])} check(s) failed on {t.arch}, first: {first}",
-            hint=f"see {args.report / 'report.html'}",
-        )
+    raise_for_verdict(report, args.report)
     print(f"validation passed: {report['checks_total']} checks on {t.arch} "
           f"({', '.join(r['cpu'] for r in report['runs'])})")
     return 0
