@@ -440,6 +440,12 @@ def lint(spec: Spec, root: Path) -> list[str]:
                     found.append(f"{lf.path}:{no}: {m.group(0)!r} outside a numbers block")
         found += [f"{lf.path}: no section {s!r} (named by [lint] files)"
                   for s in lf.sections if s not in seen]
+        # A stale allowance would let the next figure written into that phrase through unseen.
+        found += [f"{lf.path}: allowed text {a!r} does not occur (drop it from [[lint.allow]])"
+                  for a in allowed if a not in text]
+    linted = {lf.path for lf in spec.lint_files}
+    found += [f"{a.file}: [[lint.allow]] for a file that is not linted"
+              for a in spec.allow if a.file not in linted]
     return found
 
 
