@@ -45,7 +45,7 @@ ensure_venv() {
 # podman beside it), debootstrap for the offline base image and target root filesystems,
 # qemu-user-static for running target programs, python3-venv for the project venv, the archive
 # tools, and each target's binutils (its strip, for wheel repair), one per triple in targets.toml.
-HOST_PACKAGES=(buildah podman debootstrap qemu-user-static python3-venv xz-utils zstd git ca-certificates)
+HOST_PACKAGES=(buildah podman debootstrap qemu-user-static python3-venv xz-utils zstd git ca-certificates openssh-client e2fsprogs)
 
 host_packages() {
   local triple
