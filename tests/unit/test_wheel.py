@@ -19,8 +19,6 @@ from rvtorch.targets import matrix, target
 from rvtorch.wheel import (
     CheckReport,
     ElfInfo,
-    _check_elf,
-    _rpath_ok,
     check_wheel,
     expected_soabi,
     is_unwanted,
@@ -28,6 +26,7 @@ from rvtorch.wheel import (
     repair_wheel,
     wheel_arch_suffix,
 )
+from rvtorch.wheelcheck import BuildPathScanner, _check_elf, _elf_info, _rpath_ok
 from tests.conftest import run_cli
 from tests.wheelkit import make_wheel, rewrite_wheel
 
@@ -233,8 +232,6 @@ def test_runnable_libraries_are_libraries_and_pies_are_executables() -> None:
     called it a stray executable."""
     import sys
 
-    from rvtorch.wheel import _elf_info
-
     with host_libc().open("rb") as fh:
         info = _elf_info("torch.libs/libc.so.6", fh)
     assert info.kind == "shared object" and info.soname == "libc.so.6"
@@ -242,15 +239,28 @@ def test_runnable_libraries_are_libraries_and_pies_are_executables() -> None:
         assert _elf_info("bin/python", fh).kind == "executable"
 
 
-def test_a_prefix_map_flag_is_not_a_leaked_build_path(tmp_path: Path) -> None:
+def test_a_prefix_map_flag_is_not_a_leaked_build_path() -> None:
     """torch records its CXX_FLAGS (with -ffile-prefix-map=/rvtorch/src=.) in libtorch_cpu.so;
     that mention is the remedy. Any other mention of the build path is still found."""
-    from rvtorch.wheel import _find_markers
 
-    f = tmp_path / "lib.so"
-    f.write_bytes(b"\0CXX_FLAGS -ffile-prefix-map=/rvtorch/src=. -O2\0")
-    assert _find_markers(f, [b"/rvtorch/src"]) == []
-    f.write_bytes(b"\0-ffile-prefix-map=/rvtorch/src=.\0/rvtorch/src/build/lib:\0")
-    assert _find_markers(f, [b"/rvtorch/src"]) == ["/rvtorch/src"]
-    f.write_bytes(b"/rvtorch/src/aten/x.cpp")
-    assert _find_markers(f, [b"/rvtorch/src"]) == ["/rvtorch/src"]
+    def found(data: bytes, literal: str = "/srv/b") -> set[str]:
+        scanner = BuildPathScanner([literal])
+        scanner.feed(data)
+        return scanner.found
+
+    assert found(b"\0CXX_FLAGS -ffile-prefix-map=/rvtorch/src=. -O2\0") == set()
+    assert found(b"\0-fdebug-prefix-map=/srv/b/torch=/opt/torch\0") == set()
+    assert found(b"\0-ffile-prefix-map=/rvtorch/src=.\0/rvtorch/src/build/lib:\0") == {
+        "/rvtorch/src/build/lib"}
+    assert found(b"/rvtorch/src/aten/x.cpp") == {"/rvtorch/src/aten/x.cpp"}
+    assert found(b"x\0/srv/b/torch/CMakeLists.txt\0") == {"/srv/b/torch/CMakeLists.txt"}
+
+
+def test_a_build_path_split_across_blocks_is_found() -> None:
+    """Members are scanned in 1 MiB blocks: a path on the boundary must not slip through."""
+    path = b"/home/ci/pytorch/build/aten/src/ATen/ops.cpp"
+    for cut in range(1, len(path)):
+        scanner = BuildPathScanner()
+        scanner.feed(b"\0" * 100 + path[:cut])
+        scanner.feed(path[cut:] + b"\0")
+        assert scanner.found, cut
