@@ -4,6 +4,7 @@
     rvtorch board status|down --arch riscv64
     rvtorch board ssh --arch riscv64 -- CMD ...
     rvtorch board install --wheel FILE (--vm [--arch A] | --host USER@HOST [--port P] [--key K])
+    rvtorch board validate (--vm | --host ...) [--wheel FILE] [--suite smoke,reflow,fl] --report D
 
 Exit codes: 0 ok; 2 usage or an unusable board (unreachable, key refused, other arch, no
 matching Python, old glibc, full disk); 4 a virtual board that crashed or hung while booting, or
@@ -61,6 +62,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     i.add_argument("--venv", default="~/rvtorch-venv",
                    help="venv path on the board (default ~/rvtorch-venv)")
     i.set_defaults(func=run_install)
+
+    v = bsub.add_parser("validate", help="run the validation suites on a board (exit 0/5)")
+    _board_args(v)
+    v.add_argument("--wheel", type=Path,
+                   help="install this wheel first (default: use the venv already there)")
+    v.add_argument("--venv", default="~/rvtorch-venv", help="venv on the board")
+    v.add_argument("--suite", default="smoke",
+                   help="comma list of suites: smoke, reflow, fl (default smoke)")
+    v.add_argument("--report", required=True, type=Path, help="local directory for the report")
+    v.set_defaults(func=run_validate)
 
 
 def _board_args(p: argparse.ArgumentParser) -> None:
@@ -140,4 +151,36 @@ def run_install(args: argparse.Namespace) -> int:
                           key=args.key, wheel=args.wheel)
     result = install(board, args.wheel, venv=args.venv)
     print(result.summary())
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from ..board.install import resolve_board
+    from ..board.validate import arch_of_board, validate_on_board
+    from ..errors import ValidationError
+    from ..validation import parse_suites
+
+    suites = parse_suites(args.suite)
+    if "fastflow-fl" in suites:
+        raise UsageError("--suite fastflow-fl runs under QEMU only (`rvtorch validate`)")
+    board = resolve_board(vm=args.vm, host=args.host, arch=args.arch, port=args.port,
+                          key=args.key, wheel=args.wheel)
+    t = arch_of_board(board, args.wheel, args.arch)
+    vm_cpu = None
+    if args.vm:
+        from ..board.vm import running_board
+
+        vm_cpu = running_board(t).config.cpu
+    report = validate_on_board(board, t, wheel=args.wheel, venv=args.venv, suites=suites,
+                               report_dir=args.report, vm_cpu=vm_cpu)
+    print(f"report: {args.report / 'report.html'}", file=sys.stderr)
+    for run_ in report["runs"]:
+        times = ", ".join(f"{s} {v['wall_s']:.0f} s" for s, v in run_["suites"].items())
+        print(f"{t.arch} {run_['cpu']} on {board.label}: {times}")
+    if not report["ok"]:
+        first = report["failures"][0] if report["failures"] else (
+            report["skipped"][0] if report.get("skipped") else "no checks ran")
+        raise ValidationError(f"validation on {board.label}: {first}",
+                              hint=f"see {args.report / 'report.html'}")
+    print(f"validation passed on {board.label}: {report['checks_total']} checks")
     return 0
