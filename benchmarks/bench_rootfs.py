@@ -79,13 +79,16 @@ def collect(scratch: Path, out: Path) -> int:
         if m["with_torch"]:
             r["torch"], r["blas"] = m["torch"], m["blas"]
     unfinished = sorted(p.name for p in (scratch / "rootfs").glob(".*.tmp-*"))
+    date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for r in results.values():
+        r.update(date=date, together=sorted(results), interrupted_run=True)
     data = {
         "what": "collected from the manifests of an interrupted bench run (per-step wall "
                 "seconds of the steps that completed, all arches started at once)",
         "unfinished": unfinished,
         "loadavg_at_collect": [round(x, 2) for x in os.getloadavg()],
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "arches": results,
+        "date": date,
+        "arches": {**previous_arches(out), **results},
     }
     out.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print(json.dumps(data, indent=2))
