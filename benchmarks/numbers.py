@@ -30,10 +30,11 @@ One spec, ``benchmarks/numbers.toml``, says which block shows which keys. A row:
     goal_max = 150                       # optional (one key): appends "(goal ≤ 150 min: met)" or
                                          #   "missed", the goal in the row's format
 
-The lint (``[lint]`` in the spec) reads the docs named there and fails on every line outside the
-numbers blocks and code fences that holds a measurement-looking figure (``12 s``, ``65.1 MB``,
-``210x``, ``[709/1428]``, ...), unless ``[[lint.allow]]`` names that figure's phrase for that file
-with the reason it is no measurement (a goal, a limit, a version, a bit width).
+The lint (``[lint]`` in the spec) reads the docs named there (whole, or only the sections with the
+given headings) and fails on every line outside the numbers blocks and code fences that holds a
+measurement-looking figure (``12 s``, ``65.1 MB``, ``210x``, ``[709/1428]``, ...), unless
+``[[lint.allow]]`` names that figure's phrase for that file with the reason it is no measurement
+(a goal, a limit, a version, a bit width).
 
 Exit codes: 0 up to date, 1 stale block / missing key / figure outside a block, 2 bad spec or
 usage. ``--write`` changes nothing when any row cannot be rendered.
@@ -55,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT / "benchmarks" / "numbers.toml"
 RESULTS_DIR = "benchmarks/results"
 
 BEGIN = re.compile(r"^<!-- numbers:([A-Za-z0-9_.-]+) -->\s*$")
