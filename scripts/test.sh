@@ -31,6 +31,15 @@ ensure_venv dev
 PY="$RVTORCH_VENV/bin/python"
 export PATH="$RVTORCH_VENV/bin:$PATH"
 
+# Pinned sources this machine cannot download (FastFlow is only on GitHub) may sit in a mirror
+# folder beside the checkout (CI's offline copy): hand it to rvtorch as the source mirror.
+# Users keep the upstream URLs; an explicit RVTORCH_SOURCE_MIRROR wins.
+if [ -z "${RVTORCH_SOURCE_MIRROR:-}" ] && [ -d "$RVTORCH_ROOT/../shared/sources" ]; then
+  RVTORCH_SOURCE_MIRROR="$(cd "$RVTORCH_ROOT/../shared/sources" && pwd)"
+  export RVTORCH_SOURCE_MIRROR
+  log "source mirror: $RVTORCH_SOURCE_MIRROR"
+fi
+
 # Tests marked slow (tests/conftest.py SLOW_TESTS says why each one is) are left out unless
 # RVTORCH_TEST_SLOW=1: the default run fits CI's 60 minutes on a fresh 2-core machine.
 if [ "${RVTORCH_TEST_SLOW:-0}" = 1 ]; then SLOW_EXPR=""; else SLOW_EXPR=" and not slow"; fi

@@ -6,10 +6,13 @@
 * Sources keep their upstream URL and sha256 in each recipe's ``conandata.yml``. Conan looks in
   ``core.sources:download_cache`` under ``s/<sha256>`` before any download, so this module fills
   that cache: Debian orig tarballs from the Debian mirror (``rvtorch.aptsource``), anything else
-  from a ``--source-mirror DIR`` (files named as in their URL, or by their sha256). Every file is
-  sha256-verified before it is put in place (temp file + rename).
+  from a source mirror directory (``--source-mirror DIR`` or ``$RVTORCH_SOURCE_MIRROR``; files
+  named as in their URL, or by their sha256). Every file is sha256-verified before it is put in
+  place (temp file + rename), and a cache entry is verified again before Conan is handed it
+  (Conan copies a download-cache entry unchecked): a bad one is deleted.
   Conan's own ``core.sources:download_urls`` backup servers are HTTP only (``requests`` has no
-  ``file://`` adapter), so a mirror directory is imported into the cache instead.
+  ``file://`` adapter), so a mirror directory is imported into the cache instead. The recipes
+  themselves just call Conan's ``get()``: the upstream URL stays the source of truth.
 * A source that is neither cached nor fetchable is a :class:`SourceError` (exit 3) in one line:
   which file, which sha256, how to provide it.
 """
@@ -42,6 +45,9 @@ GLOBAL_CONF = {
     "core.net.http:timeout": "20",
 }
 DEBIAN_POOL = "/debian/pool/"
+# A directory of pinned source archives (named as in their URL, or by sha256) that stands in for
+# the network: CI points it at its offline mirror; users with network access need nothing.
+SOURCE_MIRROR_ENV = "RVTORCH_SOURCE_MIRROR"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,11 +206,40 @@ def run_conan(args: Sequence[str], *, home: Path | None = None, capture: bool = 
 # ----------------------------------------------------------------------- filling the cache
 def missing_source_message(src: RecipeSource) -> str:
     return (f"{src.ref}: source {src.filename} (sha256 {src.sha256}) is not available offline; "
-            f"put it at {cached_source(src)} or in a directory given as --source-mirror DIR")
+            f"put it in a directory given as --source-mirror DIR or ${SOURCE_MIRROR_ENV}=DIR, "
+            f"or at {cached_source(src)}")
+
+
+def env_source_mirror() -> Path | None:
+    """``$RVTORCH_SOURCE_MIRROR`` as a directory (``None`` when unset or empty)."""
+    value = os.environ.get(SOURCE_MIRROR_ENV, "").strip()
+    return Path(value) if value else None
+
+
+# Cache entries already hashed in this process: (path, size, mtime_ns) -> ok.
+_verified: dict[tuple[str, int, int], bool] = {}
 
 
 def have_source(src: RecipeSource) -> bool:
-    return cached_source(src).is_file()
+    """Whether the download cache holds ``src`` with its pinned sha256.
+
+    A cache entry whose bytes do not match is deleted (Conan would hand it to the recipe
+    unchecked), so the caller fetches or imports it again.
+    """
+    from .sources import sha256_file
+
+    path = cached_source(src)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _verified:
+        _verified[key] = sha256_file(path) == src.sha256
+    if not _verified[key]:
+        path.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _verify_into_cache(candidate: Path, src: RecipeSource, *, move: bool) -> Path:
@@ -236,7 +271,8 @@ def _verify_into_cache(candidate: Path, src: RecipeSource, *, move: bool) -> Pat
 def import_mirror(mirror: Path, wanted: Iterable[RecipeSource]) -> list[RecipeSource]:
     """Put files of ``mirror`` (named as in their URL, or by sha256) into the download cache."""
     if not mirror.is_dir():
-        raise UsageError(f"--source-mirror {mirror} is not a directory")
+        raise UsageError(f"source mirror {mirror} is not a directory",
+                         hint=f"--source-mirror / ${SOURCE_MIRROR_ENV}")
     imported = []
     for src in wanted:
         if have_source(src):
@@ -291,11 +327,13 @@ def ensure_sources(srcs: Iterable[RecipeSource], *, mirror: str | None = None,
                    source_mirror: Path | None = None, probe: bool = True) -> None:
     """Make every source available to Conan, or fail (exit 3) naming the first that is not.
 
-    Debian sources are fetched into the cache; others come from ``source_mirror`` or stay with
-    Conan's own download when their upstream URL answers (``probe``).
+    Debian sources are fetched into the cache; others come from ``source_mirror`` (default
+    ``$RVTORCH_SOURCE_MIRROR``) or stay with Conan's own download when their upstream URL
+    answers (``probe``).
     """
     srcs = list(srcs)
     download_cache().joinpath("s").mkdir(parents=True, exist_ok=True)
+    source_mirror = source_mirror if source_mirror is not None else env_source_mirror()
     if source_mirror is not None:
         import_mirror(source_mirror, srcs)
     for src in srcs:

@@ -120,7 +120,9 @@ def spec_for(name: str, t: Target, **kw: Any) -> DepSpec:
     if name == "openblas":
         return openblas_spec(t, **kw)
     if name == "fastflow":
-        return DepSpec(name="fastflow", version=FASTFLOW_VERSION)
+        # The test_package runs on every CPU model of the target (rv64 and the RVV models).
+        return DepSpec(name="fastflow", version=FASTFLOW_VERSION,
+                       confs={"user.rvtorch:cpu_models": cpu_models_conf(t)})
     if name == "libtorch":
         wheel = kw.get("torch_wheel")
         if wheel:

@@ -67,18 +67,29 @@ def fastflow_source() -> conan.RecipeSource:
 def fastflow_missing(*, probe: bool = True) -> str | None:
     """``None`` when FastFlow's pinned source can be had, else the one-line reason why not.
 
-    Available means: in the project's Conan download cache (``s/<sha256>``), or its upstream URL
-    answers (``probe``). The reason names the file, its sha256 and both ways to provide it.
+    Available means: in the project's Conan download cache (``s/<sha256>``, verified), in the
+    source mirror directory ``$RVTORCH_SOURCE_MIRROR`` (imported into that cache after a sha256
+    check), or its upstream URL answers (``probe``). The reason names the file, its sha256 and
+    the ways to provide it.
     """
     src = fastflow_source()
     if conan.have_source(src):
         return None
+    mirror = conan.env_source_mirror()
+    if mirror is not None and mirror.is_dir():
+        try:
+            conan.import_mirror(mirror, [src])
+        except SourceError as exc:  # a file of that name with other bytes: say so, use nothing
+            return exc.one_line()
+        if conan.have_source(src):
+            return None
     if probe and conan.reachable(src.url):
         return None
     return (
         f"FastFlow source {src.filename} (sha256 {src.sha256}, {src.url}) is not available: "
-        f"put it at {conan.cached_source(src)} (Conan download cache, s/<sha256>) or run "
-        f"`rvtorch deps fetch --only fastflow --source-mirror DIR` with the file in DIR"
+        f"put the file in a directory and set {conan.SOURCE_MIRROR_ENV}=DIR (or run "
+        f"`rvtorch deps fetch --only fastflow --source-mirror DIR`), or copy it to "
+        f"{conan.cached_source(src)} (Conan download cache, s/<sha256>)"
     )
 
 
@@ -243,8 +254,6 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
     from .image import ensure_image
 
     plat = platform_of(arch)
-    if fastflow and arch == HOST:
-        raise UsageError("the FastFlow programs are built for the targets only (no host variant)")
     variant = "fastflow" if fastflow else "core"
     final = build_dir(arch, variant)
     names = _programs(variant)
@@ -267,12 +276,21 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
     # Each build runs in a fresh temp dir under the cache: with the cache as ccache's base dir,
     # paths into it (build dir, unpacked libtorch) hash as relative ones, so a rebuild hits.
     env = {"CCACHE_DIR": str(ccache), "CCACHE_BASEDIR": str(cache_dir())}
+    # The image exports the cross setup (CMAKE_TOOLCHAIN_FILE, CC, CXX, ...) for every build: a
+    # native build must drop it, not just override the compilers.
+    native = ["env", "-u", "CMAKE_TOOLCHAIN_FILE", "-u", "CC", "-u", "CXX",
+              "-u", "PKG_CONFIG", "-u", "QEMU_LD_PREFIX"]
     try:
         with engine.container(image, mounts=mounts, env=env) as ctr:
             if fastflow:
                 home = conan.setup_home()
-                host, build = deps.profiles(target(arch))
-                ctr.call(["nice", "-n", "10", "conan", "build", str(tree_dir()),
+                if arch == HOST:  # native: the build machine's profile on both sides
+                    _, build = deps.profiles(target(matrix().arches[0]))
+                    host, prefix = build, native
+                else:
+                    host, build = deps.profiles(target(arch))
+                    prefix = []
+                ctr.call([*prefix, "nice", "-n", "10", "conan", "build", str(tree_dir()),
                           "-pr:h", str(host), "-pr:b", str(build), "--build=missing",
                           "-o", "libtorch/*:origin=debian",
                           "-c", f"user.libtorch:sysroot={lt}",
@@ -281,10 +299,6 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
                           f"--output-folder={tmp}"],
                          env={"CONAN_HOME": str(home)})
             else:
-                # The image exports the cross setup (CMAKE_TOOLCHAIN_FILE, CC, CXX, ...) for
-                # every build: a native build must drop it, not just override the compilers.
-                native = ["env", "-u", "CMAKE_TOOLCHAIN_FILE", "-u", "CC", "-u", "CXX",
-                          "-u", "PKG_CONFIG", "-u", "QEMU_LD_PREFIX"]
                 # Cross: Debian's TorchConfig.cmake (the image has the target's protobuf);
                 # native: the plain prefix (no amd64 protobuf development files in the image).
                 toolchain = ([f"-DCMAKE_TOOLCHAIN_FILE={plat.toolchain_file}"]
@@ -541,8 +555,10 @@ def suite_result(arch: str, *, cpu: str | None = None, workers: int = 4,
     suite format (``{"suite", "role", "ok", "checks", "figures", "info", "timings"}``).
 
     The libtorch core test always runs; both FastFlow schemes run when FastFlow's source is
-    available. Without it ``info.skipped`` carries the one-line reason and only the core checks
-    count (never a result from a stand-in).
+    available. Without it the suite is *skipped*, never passed: ``status`` is ``"skipped"``,
+    ``ok`` is false and ``skipped`` (also ``info.skipped``) carries the one-line reason; the
+    core checks are still reported (never a result from a stand-in). Otherwise ``status`` is
+    ``"passed"`` or ``"failed"``.
     """
     checks: list[dict[str, Any]] = []
     figures: dict[str, Any] = {}
@@ -577,22 +593,29 @@ def suite_result(arch: str, *, cpu: str | None = None, workers: int = 4,
             figures[scheme] = {"accuracy": s["accuracies"],
                                "round_s": [r["round_seconds"] for r in res["rounds"]]}
             timings[f"{scheme}_s"] = round(res["wall_seconds"], 2)
-    return {"suite": SUITE, "role": "target", "ok": bool(checks) and all(c["ok"] for c in checks),
-            "checks": checks, "figures": figures, "info": info, "timings": timings}
+    ok = bool(checks) and all(c["ok"] for c in checks) and not skipped
+    status = "skipped" if skipped else ("passed" if ok else "failed")
+    out = {"suite": SUITE, "role": "target", "status": status, "ok": ok, "checks": checks,
+           "figures": figures, "info": info, "timings": timings}
+    if skipped:
+        out["skipped"] = skipped
+    return out
 
 
 def suite_run(arch: str, *, cpu: str | None = None) -> Any:
     """:func:`suite_result` wrapped as ``rvtorch.validation.SuiteRun`` (``--suite fastflow-fl``).
 
     A build or run error becomes the run's ``problem`` (a failed suite in the report), never an
-    exception that would end the other suites."""
+    exception that would end the other suites. A suite that was requested but could not run its
+    schemes is reported as skipped with the reason, and counts against the run: its ``problem``
+    starts with ``skipped:``, so ``rvtorch validate`` exits non-zero (a skip is never a pass)."""
     from .errors import RvtorchError
     from .validation import SuiteRun
 
     t0 = time.monotonic()
     try:
         result: dict[str, Any] | None = suite_result(arch, cpu=cpu)
-        problem = ""
+        problem = f"skipped: {result['skipped']}" if result and result.get("skipped") else ""
     except RvtorchError as exc:
         result, problem = None, exc.one_line()
     return SuiteRun(suite=SUITE, exit=0 if result is not None else None,

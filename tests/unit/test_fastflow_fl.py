@@ -121,23 +121,6 @@ def test_platforms() -> None:
     assert rv.toolchain_file == "/opt/rvtorch/toolchains/riscv64-linux-gnu.cmake"
     host = fastflow_fl.platform_of(fastflow_fl.HOST)
     assert host.toolchain_file is None and host.debian_arch == "amd64"
-    with pytest.raises(UsageError, match="targets only"):
-        fastflow_fl.build_programs(fastflow_fl.HOST, fastflow=True)
-
-
-def test_fastflow_missing_names_file_sha256_and_remedy(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RVTORCH_CACHE", str(tmp_path))
-    src = fastflow_fl.fastflow_source()
-    reason = fastflow_fl.fastflow_missing(probe=False)
-    assert reason is not None
-    assert src.filename in reason and src.sha256 in reason
-    assert f"s/{src.sha256}" in reason and "--source-mirror" in reason
-    # a file in the download cache makes it available (Conan verifies the hash when it unpacks)
-    cached = tmp_path / "conan" / "sources" / "s" / src.sha256
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"placeholder")
-    assert fastflow_fl.fastflow_missing(probe=False) is None
 
 
 def test_build_key_follows_sources_and_variant() -> None:
@@ -197,8 +180,21 @@ def test_programs_never_include_a_fastflow_substitute() -> None:
     assert not (TREE / "ff").exists()
     cmake = (TREE / "CMakeLists.txt").read_text()
     assert "find_package(fastflow REQUIRED CONFIG)" in cmake
+    assert "#include <ff/ff.hpp>" in (TREE / "fl_fastflow.hpp").read_text()
     for prog in fastflow_fl.SCHEMES.values():
-        assert "#include <ff/ff.hpp>" in (TREE / f"{prog}.cpp").read_text()
+        assert '#include "fl_fastflow.hpp"' in (TREE / f"{prog}.cpp").read_text()
+
+
+def test_send_and_average_code_lives_once() -> None:
+    """Both schemes send models and average a round through fl_fastflow.hpp, not copies."""
+    shared = (TREE / "fl_fastflow.hpp").read_text()
+    for name in ("MultiInput", "model_msg", "fedavg", "run_a2a", "train_fields"):
+        assert name in shared
+    for prog in fastflow_fl.SCHEMES.values():
+        text = (TREE / f"{prog}.cpp").read_text()
+        assert "new ParamMsg" not in text and "weighted_average" not in text
+        assert "ff_minode_t" not in text and "ff::ff_a2a" not in text
+        assert "flff::run_a2a" in text and "flff::fedavg" in text
     assert target("riscv64").triple == "riscv64-linux-gnu"
 
 
@@ -233,3 +229,86 @@ def test_core_build_key_ignores_the_fastflow_files(monkeypatch: pytest.MonkeyPat
     assert fastflow_fl.build_key("riscv64", "fastflow") != ff
     (tree / "fl_core.cpp").write_text("// changed\n")
     assert fastflow_fl.build_key("riscv64", "core") != core
+
+
+# ----------------------------------------------------------------- the source mirror and skips
+FF_FILE = "d476f66ab924d8d122f54b4b90aee00ef979aea8.tar.gz"
+FF_SHA256 = "fca23ce672fe12fe7cdbfa6955a982d6eb75816a00d2d97a93deba9b351f9c53"
+
+
+@pytest.fixture
+def no_fastflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private cache, no source mirror and no network: FastFlow's source is nowhere."""
+    from rvtorch import conan
+
+    monkeypatch.setenv("RVTORCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(conan.SOURCE_MIRROR_ENV, raising=False)
+    monkeypatch.setattr(conan, "reachable", lambda url, timeout=8: False)
+    return tmp_path
+
+
+def test_missing_fastflow_names_file_sha256_and_the_ways_in(no_fastflow: Path) -> None:
+    reason = fastflow_fl.fastflow_missing()
+    assert reason is not None
+    assert FF_FILE in reason and FF_SHA256 in reason
+    assert "RVTORCH_SOURCE_MIRROR=DIR" in reason and "--source-mirror DIR" in reason
+    assert f"s/{FF_SHA256}" in reason
+
+
+def test_source_mirror_env_provides_fastflow(no_fastflow: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mirror file with the right name and the wrong bytes is refused, and says why."""
+    from rvtorch import conan
+
+    mirror = no_fastflow / "mirror"
+    mirror.mkdir()
+    (mirror / FF_FILE).write_bytes(b"not fastflow")
+    monkeypatch.setenv(conan.SOURCE_MIRROR_ENV, str(mirror))
+    reason = fastflow_fl.fastflow_missing()
+    assert reason is not None and "pinned " + FF_SHA256 in reason
+    assert not conan.have_source(fastflow_fl.fastflow_source())
+
+
+def test_source_mirror_env_imports_the_pinned_file(no_fastflow: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from rvtorch import conan
+
+    shared = Path(__file__).resolve().parents[3] / "shared" / "sources" / FF_FILE
+    if not shared.is_file():
+        pytest.skip(f"{FF_FILE} (sha256 {FF_SHA256}) is not in ../shared/sources beside the "
+                    "checkout; set RVTORCH_SOURCE_MIRROR to a folder that has it")
+    monkeypatch.setenv(conan.SOURCE_MIRROR_ENV, str(shared.parent))
+    assert fastflow_fl.fastflow_missing() is None
+    assert conan.have_source(fastflow_fl.fastflow_source())
+
+
+def test_corrupted_cache_entry_is_dropped(no_fastflow: Path) -> None:
+    """Conan copies a download-cache entry unchecked: rvtorch verifies it and deletes a bad one."""
+    from rvtorch import conan
+
+    src = fastflow_fl.fastflow_source()
+    bad = conan.cached_source(src)
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(b"tampered")
+    assert not conan.have_source(src)
+    assert not bad.exists()
+
+
+def test_requested_suite_without_fastflow_is_skipped_not_passed(
+        no_fastflow: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Core checks pass, FastFlow's source is missing: the suite says skipped, and the report
+    counts it against the run (so `rvtorch validate --suite fastflow-fl` exits non-zero)."""
+    from rvtorch import validation
+
+    core = {"wall_seconds": 1.0, "summary": {"torch_version": "2.6.0"}, "stderr_tail": "",
+            "checks": [{"check": "loss_falls", "ok": True, "value": 0.1, "bound": 0.5}],
+            "rounds": [{"round": 1, "accuracy": 0.95}]}
+    monkeypatch.setattr(fastflow_fl, "run_core_test", lambda *a, **k: core)
+    run = fastflow_fl.suite_run("riscv64", cpu="rv64")
+    assert run.result is not None and run.result["status"] == "skipped"
+    assert FF_SHA256 in run.result["skipped"]
+    assert not run.ok and run.problem.startswith("skipped: ")
+    report = {"arch": "riscv64", "runs": [{"cpu": "rv64", "suites": {
+        "fastflow-fl": run.to_json()}}]}
+    validation.summarise(report)
+    assert not report["ok"] and "skipped" in report["failures"][0]

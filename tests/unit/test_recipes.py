@@ -172,32 +172,44 @@ def _recipe_copy(tmp: Path, name: str, url: str | None = None) -> Path:
     return dst
 
 
-def test_recipe_wrong_sha256_is_one_line(home: dict[str, str], tmp_path: Path) -> None:
+def test_recipes_use_conans_own_get() -> None:
+    """No copied fetch helper: every recipe with a source calls Conan's get(), which looks in the
+    download cache (s/<sha256>) before the URL and checks the sha256."""
+    for name in NAMES:
+        text = (RECIPES / name / "all" / "conanfile.py").read_text()
+        assert "def fetch_pinned" not in text, name
+        if name != "libtorch":
+            assert "get(self, " in text, name
+
+
+def test_corrupted_cache_entry_is_deleted_and_reported(home: dict[str, str]) -> None:
+    """Conan copies a download-cache entry unchecked, so rvtorch verifies it before any Conan
+    run: a bad entry is deleted and the source reported missing (exit 3, one line)."""
     from rvtorch import conan
 
     src = conan.source_of("fastflow", "3.0.1+d476f66")
     bad = conan.cached_source(src)
     bad.parent.mkdir(parents=True, exist_ok=True)
-    bad.write_bytes(b"not the fastflow archive")  # a corrupted cache entry
-    recipe = _recipe_copy(tmp_path, "fastflow")
-    r = conan_cmd(home, "source", str(recipe), "--version", "3.0.1+d476f66")
-    assert r.returncode != 0
-    line = next(ln for ln in r.stderr.splitlines() if "does not match its pin" in ln)
-    assert src.sha256 in line
+    bad.write_bytes(b"not the fastflow archive")
+    r = run_cli("deps", "fetch", "--only", "fastflow", "--offline",
+                env={"RVTORCH_CACHE": home["RVTORCH_CACHE"], "RVTORCH_SOURCE_MIRROR": ""})
+    assert r.returncode == 3, r.stderr
+    assert src.sha256 in r.stderr.strip().splitlines()[-1]
+    assert not bad.exists()
 
 
-def test_recipe_missing_source_is_one_line(home: dict[str, str], tmp_path: Path) -> None:
-    gone = tmp_path / "nowhere" / "d476f66ab924d8d122f54b4b90aee00ef979aea8.tar.gz"
-    recipe = _recipe_copy(tmp_path, "fastflow", url=gone.as_uri())
+def test_recipe_wrong_file_fails_conans_sha256_check(home: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    wrong = tmp_path / "d476f66ab924d8d122f54b4b90aee00ef979aea8.tar.gz"
+    wrong.write_bytes(b"wrong bytes")
+    recipe = _recipe_copy(tmp_path, "fastflow", url=wrong.as_uri())
     r = conan_cmd(home, "source", str(recipe), "--version", "3.0.1+d476f66")
     assert r.returncode != 0
-    line = next((ln for ln in r.stderr.splitlines() if "is not reachable" in ln), r.stderr)
-    assert "fca23ce672fe12fe7cdbfa6955a982d6eb75816a00d2d97a93deba9b351f9c53" in line
-    assert "download_cache" in line and "--source-mirror" in line
+    assert "fca23ce672fe12fe7cdbfa6955a982d6eb75816a00d2d97a93deba9b351f9c53" in r.stderr
 
 
 def test_recipe_source_from_mirror_file(home: dict[str, str], tmp_path: Path) -> None:
-    """A file:// URL whose file matches the pin unpacks (the success path of fetch_pinned)."""
+    """A file:// URL whose file matches the pin unpacks (Conan's get())."""
     import hashlib
     import tarfile
 
@@ -219,7 +231,7 @@ def test_recipe_source_from_mirror_file(home: dict[str, str], tmp_path: Path) ->
 
 def test_cli_missing_source_exit_3(home: dict[str, str]) -> None:
     r = run_cli("deps", "fetch", "--only", "fastflow", "--offline",
-                env={"RVTORCH_CACHE": home["RVTORCH_CACHE"]})
+                env={"RVTORCH_CACHE": home["RVTORCH_CACHE"], "RVTORCH_SOURCE_MIRROR": ""})
     assert r.returncode == 3, r.stderr
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("rvtorch: error: fastflow/3.0.1+d476f66: source ")
@@ -305,3 +317,28 @@ def test_deps_build_bad_option_fails_before_any_container(home: dict[str, str], 
     assert r.returncode == 2, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("rvtorch: error: openblas/0.3.34+ds: ") and message in last, last
+
+
+def test_cli_fetch_takes_the_mirror_from_the_environment(home: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """$RVTORCH_SOURCE_MIRROR works like --source-mirror (scripts/test.sh sets it for CI)."""
+    import hashlib
+
+    from rvtorch import conan
+
+    src = conan.source_of("fastflow", "3.0.1+d476f66")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / src.filename).write_bytes(b"wrong")
+    r = run_cli("deps", "fetch", "--only", "fastflow", "--offline",
+                env={"RVTORCH_CACHE": home["RVTORCH_CACHE"], "RVTORCH_SOURCE_MIRROR": str(mirror)})
+    assert r.returncode == 3 and f"pinned {src.sha256}" in r.stderr, r.stderr
+    real = ROOT.parent / "shared" / "sources" / src.filename
+    if not real.is_file():
+        pytest.skip(f"{src.filename} (sha256 {src.sha256}) not in ../shared/sources")
+    assert hashlib.sha256(real.read_bytes()).hexdigest() == src.sha256
+    r = run_cli("deps", "fetch", "--only", "fastflow", "--offline",
+                env={"RVTORCH_CACHE": home["RVTORCH_CACHE"],
+                     "RVTORCH_SOURCE_MIRROR": str(real.parent)})
+    assert r.returncode == 0, r.stderr
+    assert conan.have_source(src)

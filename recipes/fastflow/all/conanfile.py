@@ -1,47 +1,19 @@
 """FastFlow: header-only C++ parallel building blocks (pipeline, farm, all-to-all, feedback).
 
 The package copies ``ff/`` itself: FastFlow's own ``cmake --install`` installs a stale header
-list and misses ``ff/d/`` (RECIPES.md).
+list and misses ``ff/d/`` (docs/recipes.md). Fixes the pinned headers need are patches listed in
+``conandata.yml`` (each with its reason and upstream status), applied to the unpacked source.
 """
 
 import os
 
 from conan import ConanFile
-from conan.errors import ConanException, ConanInvalidConfiguration
+from conan.errors import ConanInvalidConfiguration
 from conan.tools.build import check_min_cppstd
-from conan.tools.files import check_sha256, copy, download, unzip
+from conan.tools.files import apply_conandata_patches, copy, export_conandata_patches, get
 from conan.tools.layout import basic_layout
 
 required_conan_version = ">=2.2"
-
-
-def fetch_pinned(conanfile, data, what):
-    """Download ``data['url']`` (or the download cache's copy) and unpack it, sha256-verified.
-
-    A miss or a hash mismatch becomes one line naming the file, its sha256 and how to provide it:
-    FastFlow is only on GitHub, so offline the download cache or a mirror directory is the way in.
-    """
-    urls = data["url"] if isinstance(data["url"], list) else [data["url"]]
-    sha256 = data["sha256"]
-    filename = urls[0].rsplit("/", 1)[-1]
-    try:
-        download(conanfile, urls, filename, sha256=sha256)
-        # A pre-filled download cache entry is copied without a check: verify it here.
-        check_sha256(conanfile, filename, sha256)
-    except (ConanException, OSError) as exc:  # OSError: a file:// mirror URL that is absent
-        reason = " ".join(str(exc).split())
-        if os.path.isfile(filename) or "hash failed" in reason or "signature failed" in reason:
-            raise ConanException(
-                f"{what}: source {filename} does not match its pin sha256 {sha256} ({reason}); "
-                "delete the bad copy and provide the right file"
-            ) from None
-        raise ConanException(
-            f"{what}: source {filename} (sha256 {sha256}) is not reachable; provide it as "
-            f"<core.sources:download_cache>/s/{sha256} or run `rvtorch deps fetch "
-            f"--source-mirror DIR` with {filename} in DIR"
-        ) from None
-    unzip(conanfile, filename, strip_root=True)
-    os.unlink(filename)
 
 
 class FastFlowConan(ConanFile):
@@ -73,6 +45,9 @@ class FastFlowConan(ConanFile):
         "(BLOCKING_MODE); kinder to emulated and oversubscribed cores",
     }
 
+    def export_sources(self):
+        export_conandata_patches(self)
+
     def layout(self):
         basic_layout(self, src_folder="src")
 
@@ -89,8 +64,11 @@ class FastFlowConan(ConanFile):
             )
 
     def source(self):
-        data = self.conan_data["sources"][str(self.version)]
-        fetch_pinned(self, data, f"fastflow/{self.version}")
+        # Conan's own download: the download cache (s/<sha256>) first, then GitHub, the sha256
+        # checked. FastFlow is only on GitHub: offline, `rvtorch deps fetch --source-mirror DIR`
+        # (or $RVTORCH_SOURCE_MIRROR) verifies the file into that cache before Conan starts.
+        get(self, **self.conan_data["sources"][str(self.version)], strip_root=True)
+        apply_conandata_patches(self)
 
     def package(self):
         copy(self, "LICENSE*", self.source_folder, os.path.join(self.package_folder, "licenses"))

@@ -12,7 +12,7 @@ import subprocess
 from conan import ConanFile
 from conan.errors import ConanException, ConanInvalidConfiguration
 from conan.tools.build import build_jobs, cross_building
-from conan.tools.files import check_sha256, copy, download, load, rm, rmdir, unzip
+from conan.tools.files import copy, get, load, rm, rmdir
 from conan.tools.scm import Version
 
 required_conan_version = ">=2.2"
@@ -33,35 +33,6 @@ TARGET_NAME = re.compile(r"^[A-Z0-9_]+$")
 PRECISIONS = "sdcz"
 PRECISION_VARS = {"s": "BUILD_SINGLE", "d": "BUILD_DOUBLE", "c": "BUILD_COMPLEX",
                   "z": "BUILD_COMPLEX16"}
-
-
-def fetch_pinned(conanfile, data, what):
-    """Download ``data['url']`` (or the download cache's copy) and unpack it, sha256-verified.
-
-    A miss or a hash mismatch becomes one line naming the file, its sha256 and how to provide it,
-    because offline the download cache or a mirror directory is the only way in.
-    """
-    urls = data["url"] if isinstance(data["url"], list) else [data["url"]]
-    sha256 = data["sha256"]
-    filename = urls[0].rsplit("/", 1)[-1]
-    try:
-        download(conanfile, urls, filename, sha256=sha256)
-        # A pre-filled download cache entry is copied without a check: verify it here.
-        check_sha256(conanfile, filename, sha256)
-    except (ConanException, OSError) as exc:  # OSError: a file:// mirror URL that is absent
-        reason = " ".join(str(exc).split())
-        if os.path.isfile(filename) or "hash failed" in reason or "signature failed" in reason:
-            raise ConanException(
-                f"{what}: source {filename} does not match its pin sha256 {sha256} ({reason}); "
-                "delete the bad copy and provide the right file"
-            ) from None
-        raise ConanException(
-            f"{what}: source {filename} (sha256 {sha256}) is not reachable; provide it as "
-            f"<core.sources:download_cache>/s/{sha256} or run `rvtorch deps fetch "
-            f"--source-mirror DIR` with {filename} in DIR"
-        ) from None
-    unzip(conanfile, filename, strip_root=True)
-    os.unlink(filename)
 
 
 class OpenBLASConan(ConanFile):
@@ -196,8 +167,11 @@ class OpenBLASConan(ConanFile):
                 )
 
     def source(self):
+        # Conan's own download: the download cache (s/<sha256>) first, then the pinned URL, the
+        # sha256 checked. `rvtorch deps` fills and verifies that cache before Conan starts, so
+        # offline a missing file is its one-line error (exit 3), not a download failure here.
         data = self.conan_data["sources"][str(self.version)]
-        fetch_pinned(self, data, f"openblas/{self.version}")
+        get(self, url=data["url"], sha256=data["sha256"], strip_root=True)
 
     def _check_known_targets(self):
         """Reject a TARGET/DYNAMIC_LIST name OpenBLAS does not know, before a long make."""

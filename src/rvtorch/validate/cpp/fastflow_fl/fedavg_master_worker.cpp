@@ -21,32 +21,21 @@
 // pipe.wrap_around() for distributed FastFlow; FastFlow's ff_pipeline refuses wrap_around() with
 // a single stage (pipeline.hpp: "too few pipeline nodes"), so in shared memory the feedback
 // belongs to the a2a itself, as in the reference code's DISABLE_FF_DISTRIBUTED branch.
-#include <ff/ff.hpp>
-
-#include <chrono>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "fl_core.hpp"
+#include "fl_fastflow.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using flcore::json_escape;
 using flcore::json_number;
 using flcore::ParamMsg;
-
-double since(Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// First stage of every comb: passes each input on (multi-input side of the node).
-struct MultiInput : ff::ff_minode_t<ParamMsg> {
-    ParamMsg* svc(ParamMsg* in) override { return in; }
-};
+using flff::Clock;
+using flff::since;
 
 struct WorkerResult {
     std::string final_hash;
@@ -101,13 +90,8 @@ public:
 private:
     void broadcast(bool final) {
         t_round_ = Clock::now();
-        for (int i = 0; i < n_; ++i) {
-            auto* m = new ParamMsg;
-            m->round = round_;
-            m->final = final;
-            m->params = global_.clone();  // each worker owns its copy
-            this->ff_send_out_to(m, i);
-        }
+        for (int i = 0; i < n_; ++i)
+            this->ff_send_out_to(flff::model_msg(round_, -1, global_, 0, 0.0, {}, final), i);
         if (final) run_seconds_ = since(t_run_);
     }
 
@@ -123,8 +107,7 @@ private:
             loss += inbox_[i]->loss / n_;
         }
         const std::string sent_hash = flcore::param_hash(global_);
-        global_ = cfg_.weighted ? flcore::weighted_average(params, counts)
-                                : flcore::average(params);
+        global_ = flff::fedavg(cfg_, params, counts);
         for (auto& m : inbox_) m.reset();
         global_hash_ = flcore::param_hash(global_);
         eval_.load_flat(global_);
@@ -133,17 +116,13 @@ private:
         records_.push_back({acc, secs});
 
         bool starts_equal = true;
-        std::ostringstream hashes;
-        for (int i = 0; i < n_; ++i) {
-            starts_equal = starts_equal && starts[i] == sent_hash;
-            hashes << (i ? "," : "") << json_escape(starts[i]);
-        }
+        for (const auto& h : starts) starts_equal = starts_equal && h == sent_hash;
         std::cout << "{\"scheme\":\"master-worker\",\"round\":" << round_ + 1
                   << ",\"accuracy\":" << json_number(acc) << ",\"loss\":" << json_number(loss)
                   << ",\"round_seconds\":" << json_number(secs)
                   << ",\"global_hash\":" << json_escape(global_hash_)
                   << ",\"global_norm\":" << json_number(flcore::param_norm(global_))
-                  << ",\"start_hashes\":[" << hashes.str() << "]"
+                  << ",\"start_hashes\":[" << flff::json_strings(starts) << "]"
                   << ",\"start_equal\":" << (starts_equal ? "true" : "false") << "}"
                   << std::endl;
     }
@@ -179,16 +158,11 @@ public:
             out_.final_norm = flcore::param_norm(learner_.flat());
             return this->GO_ON;
         }
-        auto* reply = new ParamMsg;
-        reply->round = msg->round;
-        reply->sender = id_;
-        reply->loss = learner_.train(shard_, seed_, static_cast<uint64_t>(id_),
-                                     static_cast<uint64_t>(msg->round));
-        reply->params = learner_.flat();
-        reply->samples = shard_.size();
-        reply->start_hash = start;
+        const double loss = learner_.train(shard_, seed_, static_cast<uint64_t>(id_),
+                                           static_cast<uint64_t>(msg->round));
         ++out_.rounds_trained;
-        return reply;  // the worker's only output channel: the feedback to the federator
+        // The worker's only output channel: the feedback to the federator.
+        return flff::model_msg(msg->round, id_, learner_.flat(), shard_.size(), loss, start);
     }
 
 private:
@@ -202,68 +176,39 @@ private:
 }  // namespace
 
 int main(int argc, char** argv) {
+    const char* prog = "fedavg_master_worker";
     flcore::RunConfig cfg;
     flcore::Shards data;
-    try {
-        cfg = flcore::parse_run_args(argc, argv);
-        data = flcore::load_shards(cfg.shards);
-    } catch (const std::exception& e) {
-        std::cerr << "fedavg_master_worker: " << e.what() << "\n";
-        return 2;
-    }
+    if (int rc = flff::load_run(prog, argc, argv, cfg, data)) return rc;
     const int n = static_cast<int>(data.shards.size());
-    if (n < 2 || (cfg.workers && cfg.workers != n)) {
-        std::cerr << "fedavg_master_worker: " << cfg.shards << " holds " << n
-                  << " shards; need one per worker (>= 2)\n";
-        return 2;
-    }
-    // FastFlow's threads already use the cores: keep libtorch from adding its own pools.
-    torch::set_num_threads(1);
     const auto init = flcore::initial_parameters(data.n_features, data.n_classes, data.seed);
 
     std::vector<WorkerResult> results(n);
     Federator federator(data, cfg, init);
-    MultiInput federator_in;
-    ff::ff_comb federator_node(&federator_in, &federator);
-
+    flff::CombSet first, second;
+    first.add(&federator);
     std::vector<std::unique_ptr<Worker>> workers;
-    std::vector<std::unique_ptr<MultiInput>> worker_ins;
-    std::vector<std::unique_ptr<ff::ff_comb>> worker_nodes;
-    std::vector<ff::ff_node*> second_set;
     for (int i = 0; i < n; ++i) {
         workers.push_back(std::make_unique<Worker>(i, data, cfg, results[i]));
-        worker_ins.push_back(std::make_unique<MultiInput>());
-        worker_nodes.push_back(
-            std::make_unique<ff::ff_comb>(worker_ins.back().get(), workers.back().get()));
-        second_set.push_back(worker_nodes.back().get());
-    }
-
-    ff::ff_a2a a2a;
-    std::vector<ff::ff_node*> first_set{&federator_node};
-    if (a2a.add_firstset(first_set) < 0 || a2a.add_secondset(second_set) < 0 ||
-        a2a.wrap_around() < 0) {
-        std::cerr << "fedavg_master_worker: cannot build the FastFlow network\n";
-        return 3;
+        second.add(workers.back().get());
     }
     const auto t0 = Clock::now();
-    if (a2a.run_and_wait_end() < 0) {
-        std::cerr << "fedavg_master_worker: FastFlow run failed\n";
-        return 3;
-    }
+    if (int rc = flff::run_a2a(prog, first.nodes(), second.nodes())) return rc;
     const double total = since(t0);
 
     const auto& rec = federator.records();
     bool equal = !federator.global_hash().empty();
-    std::ostringstream hashes, norms, accs;
-    for (int i = 0; i < n; ++i) {
-        equal = equal && results[i].final_hash == federator.global_hash();
-        hashes << (i ? "," : "") << json_escape(results[i].final_hash);
-        norms << (i ? "," : "") << json_number(results[i].final_norm);
+    std::vector<std::string> hashes;
+    std::vector<double> norms, accs;
+    for (const auto& r : results) {
+        equal = equal && r.final_hash == federator.global_hash();
+        hashes.push_back(r.final_hash);
+        norms.push_back(r.final_norm);
     }
     double per_round = 0.0;
-    for (size_t r = 0; r < rec.size(); ++r) {
-        accs << (r ? "," : "") << json_number(rec[r].accuracy);
-        per_round += rec[r].seconds / static_cast<double>(rec.size());
+    for (const auto& r : rec) {
+        accs.push_back(r.accuracy);
+        per_round += r.seconds / static_cast<double>(rec.size());
     }
     const bool complete = static_cast<int>(rec.size()) == cfg.rounds &&
                           !federator.protocol_error();
@@ -271,19 +216,14 @@ int main(int argc, char** argv) {
               << ",\"rounds\":" << rec.size() << ",\"rounds_requested\":" << cfg.rounds
               << ",\"complete\":" << (complete ? "true" : "false")
               << ",\"final_accuracy\":" << json_number(rec.empty() ? 0.0 : rec.back().accuracy)
-              << ",\"accuracies\":[" << accs.str() << "]"
+              << ",\"accuracies\":[" << flff::json_numbers(accs) << "]"
               << ",\"global_hash\":" << json_escape(federator.global_hash())
-              << ",\"final_hashes\":[" << hashes.str() << "]"
-              << ",\"final_norms\":[" << norms.str() << "]"
+              << ",\"final_hashes\":[" << flff::json_strings(hashes) << "]"
+              << ",\"final_norms\":[" << flff::json_numbers(norms) << "]"
               << ",\"models_equal\":" << (equal ? "true" : "false")
               << ",\"seconds_per_round\":" << json_number(per_round)
               << ",\"run_seconds\":" << json_number(federator.run_seconds())
               << ",\"total_seconds\":" << json_number(total)
-              << ",\"lr\":" << json_number(cfg.train.lr)
-              << ",\"momentum\":" << json_number(cfg.train.momentum)
-              << ",\"local_epochs\":" << cfg.train.local_epochs
-              << ",\"batch\":" << cfg.train.batch
-              << ",\"weighted\":" << (cfg.weighted ? "true" : "false")
-              << ",\"torch_version\":" << json_escape(TORCH_VERSION) << "}}" << std::endl;
+              << flff::train_fields(cfg) << "}}" << std::endl;
     return complete ? 0 : 4;
 }

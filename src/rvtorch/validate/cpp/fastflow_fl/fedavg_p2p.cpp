@@ -12,29 +12,21 @@
 // peer order, evaluates and starts the next round from that average. Messages carry their
 // round, so a fast peer's next-round model that overtakes a slow one's is kept for later.
 // Summation in peer order makes every peer's average bit-identical; the program checks it.
-#include <ff/ff.hpp>
-
 #include <algorithm>
-#include <chrono>
 #include <iostream>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "fl_core.hpp"
+#include "fl_fastflow.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-using flcore::json_escape;
 using flcore::json_number;
 using flcore::ParamMsg;
-
-struct MultiInput : ff::ff_minode_t<ParamMsg> {
-    ParamMsg* svc(ParamMsg* in) override { return in; }
-};
+using flff::Clock;
 
 struct PeerRound {
     double accuracy = 0.0;
@@ -106,20 +98,14 @@ private:
         auto mine = learner_.flat();
         slot(round_)[id_] = mine;
         samples_[id_] = shard.size();
-        auto* m = new ParamMsg;
-        m->round = round_;
-        m->sender = id_;
-        m->params = mine.clone();
-        m->samples = shard.size();
-        m->loss = last_loss_;
-        this->ff_send_out_to(m, id_);  // forward channel id_ = this peer's distributor
+        // forward channel id_ = this peer's distributor
+        this->ff_send_out_to(flff::model_msg(round_, id_, mine, shard.size(), last_loss_), id_);
     }
 
     void finish_round() {
         auto& models = slot(round_);
         std::vector<int64_t> counts(samples_.begin(), samples_.end());
-        const auto avg = cfg_.weighted ? flcore::weighted_average(models, counts)
-                                       : flcore::average(models);
+        const auto avg = flff::fedavg(cfg_, models, counts);
         pending_.erase(round_);
         learner_.load_flat(avg);
         PeerRound r;
@@ -153,9 +139,7 @@ public:
         std::unique_ptr<ParamMsg> msg(in);
         for (int j = 0; j < n_; ++j) {
             if (j == id_) continue;  // the peer keeps its own model locally
-            auto* copy = new ParamMsg(*msg);
-            copy->params = msg->params.clone();  // one tensor per receiving thread
-            this->ff_send_out_to(copy, j);       // feedback channel j = peer j
+            this->ff_send_out_to(flff::copy_msg(*msg), j);  // feedback channel j = peer j
         }
         return this->GO_ON;
     }
@@ -167,56 +151,26 @@ private:
 }  // namespace
 
 int main(int argc, char** argv) {
+    const char* prog = "fedavg_p2p";
     flcore::RunConfig cfg;
     flcore::Shards data;
-    try {
-        cfg = flcore::parse_run_args(argc, argv);
-        data = flcore::load_shards(cfg.shards);
-    } catch (const std::exception& e) {
-        std::cerr << "fedavg_p2p: " << e.what() << "\n";
-        return 2;
-    }
+    if (int rc = flff::load_run(prog, argc, argv, cfg, data)) return rc;
     const int n = static_cast<int>(data.shards.size());
-    if (n < 2 || (cfg.workers && cfg.workers != n)) {
-        std::cerr << "fedavg_p2p: " << cfg.shards << " holds " << n
-                  << " shards; need one per peer (>= 2)\n";
-        return 2;
-    }
-    torch::set_num_threads(1);
     const auto init = flcore::initial_parameters(data.n_features, data.n_classes, data.seed);
 
     const auto t0 = Clock::now();
     std::vector<PeerResult> results(n);
     std::vector<std::unique_ptr<Peer>> peers;
     std::vector<std::unique_ptr<Distributor>> distributors;
-    std::vector<std::unique_ptr<MultiInput>> inputs;
-    std::vector<std::unique_ptr<ff::ff_comb>> combs;
-    std::vector<ff::ff_node*> first_set, second_set;
+    flff::CombSet first, second;
     for (int i = 0; i < n; ++i) {
         peers.push_back(std::make_unique<Peer>(i, n, data, cfg, init, t0, results[i]));
-        inputs.push_back(std::make_unique<MultiInput>());
-        combs.push_back(std::make_unique<ff::ff_comb>(inputs.back().get(), peers.back().get()));
-        first_set.push_back(combs.back().get());
-    }
-    for (int i = 0; i < n; ++i) {
+        first.add(peers.back().get());
         distributors.push_back(std::make_unique<Distributor>(i, n));
-        inputs.push_back(std::make_unique<MultiInput>());
-        combs.push_back(
-            std::make_unique<ff::ff_comb>(inputs.back().get(), distributors.back().get()));
-        second_set.push_back(combs.back().get());
+        second.add(distributors.back().get());
     }
-
-    ff::ff_a2a a2a;
-    if (a2a.add_firstset(first_set) < 0 || a2a.add_secondset(second_set) < 0 ||
-        a2a.wrap_around() < 0) {
-        std::cerr << "fedavg_p2p: cannot build the FastFlow network\n";
-        return 3;
-    }
-    if (a2a.run_and_wait_end() < 0) {
-        std::cerr << "fedavg_p2p: FastFlow run failed\n";
-        return 3;
-    }
-    const double total = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (int rc = flff::run_a2a(prog, first.nodes(), second.nodes())) return rc;
+    const double total = flff::since(t0);
 
     // One line per round, assembled after the run from what every peer recorded.
     bool complete = true;
@@ -224,11 +178,11 @@ int main(int argc, char** argv) {
         complete = complete && !r.protocol_error && static_cast<int>(r.rounds.size()) == cfg.rounds;
     const int rounds = complete ? cfg.rounds : 0;
     double prev_end = 0.0, per_round = 0.0;
-    std::ostringstream accs;
+    std::vector<double> accs;
     for (int r = 0; r < rounds; ++r) {
         double end = 0.0, acc_min = 1.0, acc_max = 0.0, loss = 0.0;
         bool equal = true;
-        std::ostringstream hashes;
+        std::vector<std::string> hashes;
         for (int i = 0; i < n; ++i) {
             const auto& pr = results[i].rounds[r];
             end = std::max(end, pr.end);
@@ -236,45 +190,41 @@ int main(int argc, char** argv) {
             acc_max = std::max(acc_max, pr.accuracy);
             loss += pr.loss / n;
             equal = equal && pr.hash == results[0].rounds[r].hash;
-            hashes << (i ? "," : "") << json_escape(pr.hash);
+            hashes.push_back(pr.hash);
         }
         const double secs = end - prev_end;
         prev_end = end;
         per_round += secs / rounds;
-        accs << (r ? "," : "") << json_number(results[0].rounds[r].accuracy);
+        accs.push_back(results[0].rounds[r].accuracy);
         std::cout << "{\"scheme\":\"p2p\",\"round\":" << r + 1
                   << ",\"accuracy\":" << json_number(results[0].rounds[r].accuracy)
                   << ",\"accuracy_min\":" << json_number(acc_min)
                   << ",\"accuracy_max\":" << json_number(acc_max)
                   << ",\"loss\":" << json_number(loss)
                   << ",\"round_seconds\":" << json_number(secs)
-                  << ",\"hashes\":[" << hashes.str() << "]"
+                  << ",\"hashes\":[" << flff::json_strings(hashes) << "]"
                   << ",\"models_equal\":" << (equal ? "true" : "false") << "}" << std::endl;
     }
     bool equal = complete;
-    std::ostringstream hashes, norms;
-    for (int i = 0; i < n; ++i) {
-        equal = equal && results[i].final_hash == results[0].final_hash;
-        hashes << (i ? "," : "") << json_escape(results[i].final_hash);
-        norms << (i ? "," : "") << json_number(results[i].final_norm);
+    std::vector<std::string> hashes;
+    std::vector<double> norms;
+    for (const auto& r : results) {
+        equal = equal && r.final_hash == results[0].final_hash;
+        hashes.push_back(r.final_hash);
+        norms.push_back(r.final_norm);
     }
     const double final_acc = rounds ? results[0].rounds.back().accuracy : 0.0;
     std::cout << "{\"summary\":{\"scheme\":\"p2p\",\"workers\":" << n << ",\"rounds\":" << rounds
               << ",\"rounds_requested\":" << cfg.rounds
               << ",\"complete\":" << (complete ? "true" : "false")
               << ",\"final_accuracy\":" << json_number(final_acc)
-              << ",\"accuracies\":[" << accs.str() << "]"
-              << ",\"final_hashes\":[" << hashes.str() << "]"
-              << ",\"final_norms\":[" << norms.str() << "]"
+              << ",\"accuracies\":[" << flff::json_numbers(accs) << "]"
+              << ",\"final_hashes\":[" << flff::json_strings(hashes) << "]"
+              << ",\"final_norms\":[" << flff::json_numbers(norms) << "]"
               << ",\"models_equal\":" << (equal ? "true" : "false")
               << ",\"seconds_per_round\":" << json_number(per_round)
               << ",\"run_seconds\":" << json_number(prev_end)
               << ",\"total_seconds\":" << json_number(total)
-              << ",\"lr\":" << json_number(cfg.train.lr)
-              << ",\"momentum\":" << json_number(cfg.train.momentum)
-              << ",\"local_epochs\":" << cfg.train.local_epochs
-              << ",\"batch\":" << cfg.train.batch
-              << ",\"weighted\":" << (cfg.weighted ? "true" : "false")
-              << ",\"torch_version\":" << json_escape(TORCH_VERSION) << "}}" << std::endl;
+              << flff::train_fields(cfg) << "}}" << std::endl;
     return complete ? 0 : 4;
 }
