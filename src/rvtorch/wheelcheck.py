@@ -113,9 +113,10 @@ _PREFIX_MAP_FLAGS = (b"-ffile-prefix-map=", b"-fdebug-prefix-map=", b"-fmacro-pr
 # Bytes that end a path inside a string table, a flag list or source text.
 _PATH_STOP = re.compile(rb"[\x00-\x20\"'=:;,()<>`]")
 
-# What zipfile raises on a damaged archive or member (CRC, deflate stream, truncation, headers).
+# What zipfile raises on a damaged archive or member (CRC, deflate stream, truncation, headers;
+# NotImplementedError for the flag bits of patched data and strong encryption).
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error,
-               IndexError, OverflowError)
+               IndexError, OverflowError, NotImplementedError)
 # Members a RECORD does not list (PEP 376/427): itself and its signatures.
 _RECORD_EXEMPT = ("RECORD", "RECORD.jws", "RECORD.p7s")
 # The .data/ subdirectories installers know (PEP 427 + sysconfig schemes).
@@ -837,6 +838,8 @@ def _read_members(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], skip: set[i
         for index, info in enumerate(infos):
             name = info.filename
             if name.endswith("/"):
+                if index not in skip:
+                    _read_directory_entry(zf, info, report)
                 continue
             member = members[name] = _Member()
             if index in skip:
@@ -890,6 +893,19 @@ def _read_members(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], skip: set[i
                 extensions.append(name)
     _check_linkage(elves, extensions, t, report)
     return members
+
+
+def _read_directory_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo,
+                          report: CheckReport) -> None:
+    """A directory entry is read too: its local header must be intact, its data empty."""
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(1)
+    except _ZIP_ERRORS as exc:
+        report.fail("zip", info.filename, f"unreadable member: {type(exc).__name__}: {exc}")
+        return
+    if data:
+        report.fail("path", info.filename, "directory entry with data")
 
 
 def _read_elf(name: str, spill: Path, size: int, report: CheckReport) -> ElfInfo | None:
