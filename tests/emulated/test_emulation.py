@@ -201,6 +201,28 @@ def test_cpu_model_picks_its_openblas_kernel(
     assert m.group(1).upper() == model.openblas_core
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", list(TARGETS))
+def test_libraries_behind_absolute_links_load_in_both_modes(arch: str, mode: str) -> None:
+    """libblas.so.3 -> /etc/alternatives/... -> OpenBLAS: Debian's links are absolute, and under
+    explicit ``qemu -L`` the kernel would follow them on the host (import torch then failed with
+    "libblas.so.3: cannot open shared object file"). The rootfs keeps only relative links."""
+    from rvtorch.rootfs import absolute_links
+
+    t = TARGETS[arch]
+    root = torch_rootfs(arch)
+    assert absolute_links(root) == []
+    with binfmt(t, on=mode == "binfmt"):
+        r = rvtorch_run("--arch", arch, "--rootfs-torch", "--", "python3", "-c",
+                        "import ctypes; b = ctypes.CDLL('libblas.so.3'); "
+                        "f = b.openblas_get_corename; f.restype = ctypes.c_char_p; "
+                        "print(f().decode())")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip()  # OpenBLAS's own function answered: the alternative is OpenBLAS
+    launcher = r.stderr.splitlines()[0]
+    assert ("-L " in launcher) == (mode == "qemu")
+
+
 @pytest.mark.parametrize("with_rootfs", [False, True])
 def test_probe_cpu_tells_accepted_from_rejected_models(
     with_rootfs: bool
