@@ -21,6 +21,7 @@ Steps, each over SSH (:class:`rvtorch.board.remote.Remote`):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -210,10 +211,12 @@ class BoardRef:
 
 
 def resolve_board(*, vm: bool, host: str | None, arch: str | None, port: int | None,
-                  key: Path | None, wheel: Path | None = None) -> BoardRef:
+                  key: Path | None, wheel: Path | None = None,
+                  known_hosts: Path | None = None) -> BoardRef:
     if vm:
-        if port is not None or key is not None:
-            raise UsageError("--port/--key are for --host; the virtual board has its own")
+        if port is not None or key is not None or known_hosts is not None:
+            raise UsageError("--port/--key/--known-hosts are for --host; the virtual board "
+                             "has its own")
         from .vm import running_board
 
         if arch is None:
@@ -229,6 +232,10 @@ def resolve_board(*, vm: bool, host: str | None, arch: str | None, port: int | N
     if arch is not None:
         raise UsageError("--arch is for --vm; a real board's arch is probed")
     remote = Remote.parse(host, port=port, key=key)
+    if known_hosts is not None:
+        if not known_hosts.is_file():
+            raise UsageError(f"--known-hosts {known_hosts} not found")
+        remote = dataclasses.replace(remote, known_hosts=known_hosts)
     return BoardRef(remote=remote, label=remote.name, virtual=False)
 
 

@@ -73,6 +73,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     v.add_argument("--report", required=True, type=Path, help="local directory for the report")
     v.set_defaults(func=run_validate)
 
+    r = bsub.add_parser("references", help="compute (or reuse) the x86 references of the suites "
+                        "only; CI copies them to a runner that has no x86")
+    r.add_argument("--arch", required=True)
+    r.add_argument("--suite", default="smoke", help="comma list of suites (default smoke)")
+    r.set_defaults(func=run_references)
+
 
 def _board_args(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
@@ -81,6 +87,8 @@ def _board_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="with --vm: the virtual board's arch (default: the wheel's)")
     p.add_argument("--port", type=int, help="with --host: SSH port (default 22)")
     p.add_argument("--key", type=Path, help="with --host: SSH private key")
+    p.add_argument("--known-hosts", type=Path,
+                   help="with --host: check the board's host key against this file only")
 
 
 def _target(arch: str) -> Target:
@@ -148,7 +156,7 @@ def run_install(args: argparse.Namespace) -> int:
     from ..board.install import install, resolve_board
 
     board = resolve_board(vm=args.vm, host=args.host, arch=args.arch, port=args.port,
-                          key=args.key, wheel=args.wheel)
+                          key=args.key, wheel=args.wheel, known_hosts=args.known_hosts)
     result = install(board, args.wheel, venv=args.venv)
     print(result.summary())
     return 0
@@ -164,7 +172,7 @@ def run_validate(args: argparse.Namespace) -> int:
     if "fastflow-fl" in suites:
         raise UsageError("--suite fastflow-fl runs under QEMU only (`rvtorch validate`)")
     board = resolve_board(vm=args.vm, host=args.host, arch=args.arch, port=args.port,
-                          key=args.key, wheel=args.wheel)
+                          key=args.key, wheel=args.wheel, known_hosts=args.known_hosts)
     t = arch_of_board(board, args.wheel, args.arch)
     vm_cpu = None
     if args.vm:
@@ -183,4 +191,15 @@ def run_validate(args: argparse.Namespace) -> int:
         raise ValidationError(f"validation on {board.label}: {first}",
                               hint=f"see {args.report / 'report.html'}")
     print(f"validation passed on {board.label}: {report['checks_total']} checks")
+    return 0
+
+
+def run_references(args: argparse.Namespace) -> int:
+    from ..validation import Options, ensure_references, host_env, parse_suites
+
+    t = _target(args.arch)
+    opts = Options(arch=t.arch, cpus=(), suites=parse_suites(args.suite), report=Path("."))
+    refs = ensure_references(opts, host_env())
+    for suite, d in refs.dirs.items():
+        print(f"{suite}: {d}")
     return 0
