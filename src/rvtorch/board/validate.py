@@ -125,8 +125,11 @@ def validate_on_board(board: BoardRef, t: Target, *, wheel: Path | None, venv: s
     model = board_model(t, cpu, vm_cpu)
     tenv = BoardPyEnv(name=t.arch, rootfs=None, python=f"{venv_path}/bin/python3",
                       remote=board.remote)
+    # "venv" makes the smoke suite check that torch imports from the venv pip filled; an
+    # existing venv may see a system torch (--system-site-packages), so only after an install.
     info: dict[str, Any] = {"torch_source": "wheel" if wheel else "board venv",
-                            "wheel": wheel.name if wheel else None, "venv": venv_path,
+                            "wheel": wheel.name if wheel else None,
+                            "venv": venv_path if wheel else None, "board_venv": venv_path,
                             "board": board.label, "virtual": board.virtual, "cpu": cpu}
     if installed is not None:
         info["install"] = installed.to_json()

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""The riscv64 virtual board: boot, install and validation time, against qemu-user, in one run.
+
+1. **Image**: the board image's and the trixie QEMU tree's own creation seconds (manifests;
+   made once, reused afterwards).
+2. **Boot**: ``board down`` then ``board up --cpu MODEL`` (cold boot of the cached image) until
+   an SSH login works; the second ``up`` (reuse) too.
+3. **Install**: ``board install`` of a wheel into a fresh venv over SSH: probe, copy (wheel +
+   pinned wheelhouse), pip ``--no-index``, the first ``import torch``. The wheel is
+   ``--wheel`` (our torch wheel), else the Debian-repaired stand-in of the emulated test
+   (a real riscv64 extension, tiny: measures the fixed cost of the path).
+4. **Validation, board vs qemu-user**: the same torch on both sides — Debian's python3-torch
+   2.6.0, installed by apt on the board (a venv with ``--system-site-packages`` sees it) and in
+   the rootfs of ``rvtorch validate --rootfs-torch`` — and the same suites (``--suite``,
+   default smoke), the same CPU model: ``board validate --vm`` vs ``rvtorch validate``.
+   With ``--wheel`` our wheel is validated on the board as well.
+
+Writes benchmarks/results/board.json (history of earlier runs kept). Needs root the first time
+(the image). Run it in the background: ``.venv/bin/python benchmarks/bench_board.py >
+bench-board.log 2>&1 &``; the host load average before and after is recorded (other jobs on
+the same cores stretch every wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rvtorch.board.image import ensure_image, ensure_qemu, qemu_tree_path
+from rvtorch.paths import repo_root
+from rvtorch.targets import matrix
+
+RESULTS = repo_root() / "benchmarks" / "results" / "board.json"
+ARCH = "riscv64"
+
+
+def cli(*args: str, timeout: float = 7200) -> tuple[subprocess.CompletedProcess[str], float]:
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "rvtorch", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    wall = time.monotonic() - t0
+    sys.stderr.write(proc.stderr[-4000:])
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_board: rvtorch {' '.join(args)} failed (exit "
+                         f"{proc.returncode})")
+    return proc, round(wall, 1)
+
+
+def stand_in(out: Path) -> Path:
+    sys.path.insert(0, str(repo_root()))
+    from tests.emulated.test_board import stand_in_wheel
+
+    return stand_in_wheel(out)
+
+
+def suite_walls(report: dict[str, Any]) -> dict[str, float]:
+    run = report["runs"][0]
+    return {s: v["wall_s"] for s, v in run["suites"].items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cpu", default="rvv128", help="CPU model of the board and of qemu-user")
+    ap.add_argument("--suite", default="smoke", help="validation suites (comma list)")
+    ap.add_argument("--wheel", type=Path, help="our torch wheel (default: the stand-in)")
+    args = ap.parse_args()
+    t = matrix().target(ARCH)
+    record: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "arch": ARCH, "cpu": args.cpu, "suites": args.suite,
+                              "host_cores": os.cpu_count(), "load_before": os.getloadavg()}
+    tree = ensure_qemu()
+    image = ensure_image(t)
+    qm = json.loads((qemu_tree_path() / "manifest.json").read_text())
+    record["image"] = {"image_s": image.manifest["seconds"], "qemu_tree_s": qm["seconds"],
+                       "qemu": tree.version, "kernel": image.manifest["kernel_package"],
+                       "disk_mb": round(image.disk.stat().st_blocks * 512 / 1e6)}
+
+    cli("board", "down", "--arch", ARCH, "--discard")
+    _, record["boot_s"] = cli("board", "up", "--arch", ARCH, "--cpu", args.cpu,
+                              "--timeout", "3000")
+    _, record["reuse_s"] = cli("board", "up", "--arch", ARCH, "--cpu", args.cpu)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = args.wheel or stand_in(Path(tmp))
+        record["install_wheel"] = wheel.name
+        _, record["install_s"] = cli("board", "install", "--vm", "--wheel", str(wheel),
+                                     "--venv", "~/bench-venv")
+        # The same wheel again: the files are on the board already (nothing copied).
+        _, record["reinstall_s"] = cli("board", "install", "--vm", "--wheel", str(wheel),
+                                       "--venv", "~/bench-venv")
+
+        # Debian's torch on the board, seen by a venv, as in the rootfs validation.
+        _, record["apt_torch_on_board_s"] = cli(
+            "board", "ssh", "--arch", ARCH, "--", "sh", "-c",
+            "sudo -n env DEBIAN_FRONTEND=noninteractive apt-get -q update && "
+            "sudo -n env DEBIAN_FRONTEND=noninteractive apt-get -q -y "
+            "--no-install-recommends install python3-torch python3-numpy libopenblas0-pthread "
+            "&& for l in libblas.so.3 liblapack.so.3; do sudo -n update-alternatives --set "
+            "$l-riscv64-linux-gnu /usr/lib/riscv64-linux-gnu/openblas-pthread/$l; done && "
+            "python3 -m venv --system-site-packages ~/debian-torch")
+        board_dir, qemu_dir = Path(tmp) / "board", Path(tmp) / "qemu"
+        _, record["validate_board_s"] = cli("board", "validate", "--vm", "--arch", ARCH,
+                                            "--venv", "~/debian-torch", "--suite", args.suite,
+                                            "--report", str(board_dir))
+        _, record["validate_qemu_user_s"] = cli("validate", "--arch", ARCH, "--rootfs-torch",
+                                                "--cpu", args.cpu, "--suite", args.suite,
+                                                "--report", str(qemu_dir))
+        board_rep = json.loads((board_dir / "report.json").read_text())
+        qemu_rep = json.loads((qemu_dir / "report.json").read_text())
+        record["suite_wall_s"] = {"board": suite_walls(board_rep),
+                                  "qemu_user": suite_walls(qemu_rep)}
+        record["checks"] = {"board": board_rep["checks_total"], "board_ok": board_rep["ok"],
+                            "qemu_user": qemu_rep["checks_total"], "qemu_user_ok": qemu_rep["ok"]}
+        smoke = board_rep["runs"][0]["suites"].get("smoke", {}).get("result") or {}
+        record["board_openblas"] = (smoke.get("info") or {}).get("openblas_verbose")
+        if args.wheel:
+            wheel_dir = Path(tmp) / "wheel"
+            _, record["validate_wheel_board_s"] = cli(
+                "board", "validate", "--vm", "--wheel", str(args.wheel), "--suite", args.suite,
+                "--report", str(wheel_dir))
+            record["wheel_report"] = {
+                k: json.loads((wheel_dir / "report.json").read_text())[k]
+                for k in ("ok", "checks_total", "failures")}
+    record["load_after"] = os.getloadavg()
+    cli("board", "down", "--arch", ARCH)
+
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    history = old.get("history", [])
+    if old.get("latest"):
+        history.append(old["latest"])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = RESULTS.with_suffix(".tmp")
+    tmp_out.write_text(json.dumps({"latest": record, "history": history}, indent=1) + "\n")
+    os.replace(tmp_out, RESULTS)
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
