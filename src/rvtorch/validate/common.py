@@ -172,22 +172,27 @@ class Result:
         self.timings: dict[str, float] = {}
 
     def check(self, name: str, ok: bool, *, value: Any = None, expected: Any = None,
-              tol: Any = None, detail: str = "") -> bool:
-        self.checks.append({"name": name, "ok": bool(ok), "value": _jsonable(value),
-                            "expected": _jsonable(expected), "tol": _jsonable(tol),
-                            "detail": detail})
+              tol: Any = None, detail: str = "", basis: str | None = None) -> bool:
+        """Record one check. ``basis`` (optional) says what the checked figure was computed
+        from when that is not obvious, e.g. ``target_training``: weights the target trained
+        itself, versus ``host_training``: weights the host trained, evaluated here."""
+        entry = {"name": name, "ok": bool(ok), "value": _jsonable(value),
+                 "expected": _jsonable(expected), "tol": _jsonable(tol), "detail": detail}
+        if basis is not None:
+            entry["basis"] = basis
+        self.checks.append(entry)
         mark = "ok  " if ok else "FAIL"
         print(f"[{self.suite}] {mark} {name}" + (f": {detail}" if detail and not ok else ""),
               file=sys.stderr, flush=True)
         return bool(ok)
 
     def check_close(self, name: str, actual: Any, expected: Any, *, rtol: float,
-                    atol: float) -> bool:
+                    atol: float, basis: str | None = None) -> bool:
         """A tensor comparison as a check; the tolerance is recorded next to the result."""
         rep = tensor_close(actual, expected, rtol=rtol, atol=atol)
         return self.check(name, rep["ok"], value={"max_abs_err": rep["max_abs_err"],
                                                   "max_rel_err": rep["max_rel_err"]},
-                          tol={"rtol": rtol, "atol": atol}, detail=rep["detail"])
+                          tol={"rtol": rtol, "atol": atol}, detail=rep["detail"], basis=basis)
 
     @property
     def ok(self) -> bool:
