@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
-"""Time per federated-learning round under QEMU: C++ on FastFlow vs Python on torch.distributed.
+"""Time per federated-learning round, C++ on FastFlow vs Python on torch.distributed (gloo).
 
 The DML paper's worker counts (2, 4 and 7), on the same non-IID 8x8-digit shards
 (``rvtorch.digits``), the same hyper-parameters (the Python scheme's: lr 0.05, momentum 0.5,
-2 local epochs, batch 16, FedAvg weighted by shard size), in one run:
+2 local epochs, batch 16, FedAvg weighted by shard size), in one run, on each platform given
+(default: riscv64 under QEMU, and ``host``: natively on this x86 machine):
 
-* C++: ``fedavg_master_worker`` and ``fedavg_p2p`` (FastFlow threads in one process, libtorch
-  2.6.0 from Debian), ``summary.seconds_per_round``;
-* Python: ``rvtorch.validate.fl`` (one guest process per rank, gloo over TCP on 127.0.0.1),
-  mean of ``round_s`` per scheme.
+* C++: ``fedavg_master_worker`` and ``fedavg_p2p`` (FastFlow threads in one process, FastFlow
+  from the project's recipe on the pinned source, libtorch 2.6.0 from Debian),
+  ``summary.seconds_per_round``;
+* Python: ``rvtorch.validate.fl`` (one process per rank, gloo over TCP on 127.0.0.1), mean of
+  ``round_s`` per scheme, and the mean without its first round (gloo's start-up).
 
-Both run in the target rootfs with Debian's torch under the same QEMU and CPU model. FastFlow's
-source is only on GitHub: where it is not available the C++ rows are recorded as skipped with
-the reason (which file, which sha256, how to provide it) and the Python rows are still measured.
-Under QEMU the numbers compare the two runtimes with each other on this machine; they say
-nothing about a board's speed.
+Both run in the platform's rootfs with Debian's torch (riscv64: under QEMU with the CPU model
+given; host: chroot into the amd64 rootfs). FastFlow's source is only on GitHub: offline, point
+``$RVTORCH_SOURCE_MIRROR`` (or ``--source-mirror``) at a folder with the pinned file. Without it
+the C++ rows are recorded as skipped with the reason and the run exits 3: the C++ side is what
+this benchmark is for. Under QEMU the numbers compare the two runtimes with each other on this
+machine; they say nothing about a board's speed.
 
 Writes ``benchmarks/results/fl_schemes.json``. Needs root (rootfs, chroot) and the toolchain
 image; run it niced in the background:
@@ -35,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rvtorch import fastflow_fl
+from rvtorch import conan, fastflow_fl
 from rvtorch.errors import RvtorchError
 from rvtorch.paths import repo_root
 from rvtorch.targets import matrix, target
@@ -52,75 +55,103 @@ def qemu_version(arch: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else "unknown"
 
 
+def _cpp_row(plat: str, cpu: str | None, w: int, scheme: str, rounds: int,
+             train: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"platform": plat, "cpu": cpu, "impl": "cpp-fastflow",
+                           "scheme": scheme, "workers": w}
+    try:
+        res = fastflow_fl.run_fastflow_fl(plat, cpu=cpu, workers=w, rounds=rounds,
+                                          scheme=scheme, train=train)
+    except RvtorchError as exc:
+        return {**row, "error": exc.one_line()}
+    s = res["summary"]
+    return {**row, "seconds_per_round": s["seconds_per_round"],
+            "round_s": [r["round_seconds"] for r in res["rounds"]],
+            "final_accuracy": s["final_accuracy"], "models_equal": s["models_equal"],
+            "process_wall_seconds": round(res["wall_seconds"], 2)}
+
+
+def _py_rows(plat: str, cpu: str | None, w: int, rounds: int) -> list[dict[str, Any]]:
+    base: dict[str, Any] = {"platform": plat, "cpu": cpu, "impl": "python-gloo", "workers": w}
+    try:
+        py = fastflow_fl.run_python_fl(plat, cpu=cpu, workers=w, rounds=rounds)
+    except RvtorchError as exc:
+        print(f"{plat}: python scheme, {w} workers: {exc.one_line()}", file=sys.stderr,
+              flush=True)
+        return [{**base, "scheme": scheme, "error": exc.one_line()}
+                for scheme in fastflow_fl.SCHEMES]
+    rows = []
+    for scheme, fig in py["schemes"].items():
+        steady = fig["round_s"][1:] or fig["round_s"]
+        rows.append({**base, "scheme": scheme,
+                     "seconds_per_round": round(statistics.mean(fig["round_s"]), 4),
+                     # the first round of the first scheme carries gloo's warm-up
+                     "seconds_per_round_after_first": round(statistics.mean(steady), 4),
+                     "round_s": fig["round_s"], "final_accuracy": fig["accuracy"][-1],
+                     "launch_wall_seconds": round(py["wall_seconds"], 2)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default=matrix().arches[0], choices=matrix().arches)
-    p.add_argument("--cpu", default=None, help="CPU model (targets.toml name); default: first")
+    p.add_argument("--platforms", default=f"{matrix().arches[0]},{fastflow_fl.HOST}",
+                   help="comma-separated: targets.toml arches (under QEMU) and/or 'host' "
+                   "(native); default: %(default)s")
+    p.add_argument("--cpu", default=None,
+                   help="CPU model for the QEMU platforms (targets.toml name); default: first")
     p.add_argument("--workers", default="2,4,7", help="comma-separated worker counts")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--source-mirror", type=Path, default=None,
+                   help="folder with FastFlow's pinned archive (default: $RVTORCH_SOURCE_MIRROR)")
     p.add_argument("--out", type=Path, default=repo_root() / RESULT)
     args = p.parse_args(argv)
     counts = [int(w) for w in args.workers.split(",")]
-    cpu = args.cpu or target(args.arch).cpu[0].name
+    platforms = [x.strip() for x in args.platforms.split(",") if x.strip()]
+    for plat in platforms:
+        if plat != fastflow_fl.HOST:
+            target(plat)  # unknown arch: usage error before anything runs
+    if args.source_mirror is not None:
+        os.environ[conan.SOURCE_MIRROR_ENV] = str(args.source_mirror.resolve())
     train = {**fastflow_fl.PY_SCHEME, "weighted": True}
 
     skip_cpp = fastflow_fl.fastflow_missing()
     if skip_cpp:
         print(f"C++ schemes skipped: {skip_cpp}", file=sys.stderr)
     rows: list[dict[str, Any]] = []
-    for w in counts:
-        if skip_cpp:
+    cpus: dict[str, str | None] = {}
+    for plat in platforms:
+        cpu = None if plat == fastflow_fl.HOST else (args.cpu or target(plat).cpu[0].name)
+        cpus[plat] = cpu
+        for w in counts:
             for scheme in fastflow_fl.SCHEMES:
-                rows.append({"impl": "cpp-fastflow", "scheme": scheme, "workers": w,
-                             "skipped": skip_cpp})
-        else:
-            for scheme in fastflow_fl.SCHEMES:
-                try:
-                    res = fastflow_fl.run_fastflow_fl(args.arch, cpu=cpu, workers=w,
-                                                      rounds=args.rounds, scheme=scheme,
-                                                      train=train)
-                except RvtorchError as exc:
-                    rows.append({"impl": "cpp-fastflow", "scheme": scheme, "workers": w,
-                                 "error": exc.one_line()})
-                    continue
-                s = res["summary"]
-                rows.append({"impl": "cpp-fastflow", "scheme": scheme, "workers": w,
-                             "seconds_per_round": s["seconds_per_round"],
-                             "round_s": [r["round_seconds"] for r in res["rounds"]],
-                             "final_accuracy": s["final_accuracy"],
-                             "models_equal": s["models_equal"],
-                             "process_wall_seconds": round(res["wall_seconds"], 2)})
-        try:
-            py = fastflow_fl.run_python_fl(args.arch, cpu=cpu, workers=w, rounds=args.rounds)
-        except RvtorchError as exc:
-            print(f"python scheme, {w} workers: {exc.one_line()}", file=sys.stderr, flush=True)
-            for scheme in fastflow_fl.SCHEMES:
-                rows.append({"impl": "python-gloo", "scheme": scheme, "workers": w,
-                             "error": exc.one_line()})
-            continue
-        for scheme, fig in py["schemes"].items():
-            rows.append({"impl": "python-gloo", "scheme": scheme, "workers": w,
-                         "seconds_per_round": round(statistics.mean(fig["round_s"]), 4),
-                         # the first round of the first scheme carries gloo's warm-up
-                         "round_s": fig["round_s"],
-                         "final_accuracy": fig["accuracy"][-1],
-                         "launch_wall_seconds": round(py["wall_seconds"], 2)})
-        for r in rows[-4:]:
-            print(json.dumps(r), flush=True)
+                if skip_cpp:
+                    rows.append({"platform": plat, "cpu": cpu, "impl": "cpp-fastflow",
+                                 "scheme": scheme, "workers": w, "skipped": skip_cpp})
+                else:
+                    rows.append(_cpp_row(plat, cpu, w, scheme, args.rounds, train))
+                print(json.dumps(rows[-1]), flush=True)
+            rows += _py_rows(plat, cpu, w, args.rounds)
+            for r in rows[-2:]:
+                print(json.dumps(r), flush=True)
 
-    print(f"\n{'impl':<14}{'scheme':<15}{'workers':>8}{'s/round':>10}{'accuracy':>10}")
+    print(f"\n{'platform':<10}{'impl':<14}{'scheme':<15}{'workers':>8}{'s/round':>10}"
+          f"{'accuracy':>10}")
     for r in rows:
         spr = r.get("seconds_per_round")
         acc = r.get("final_accuracy")
-        print(f"{r['impl']:<14}{r['scheme']:<15}{r['workers']:>8}"
+        print(f"{r['platform']:<10}{r['impl']:<14}{r['scheme']:<15}{r['workers']:>8}"
               f"{(f'{spr:.3f}' if spr is not None else 'skip'):>10}"
               f"{(f'{acc:.3f}' if acc is not None else '-'):>10}")
+    src = fastflow_fl.fastflow_source()
     result = {
         "benchmark": "fl_schemes",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "arch": args.arch, "cpu": cpu, "rounds": args.rounds, "workers": counts,
-        "train": train, "qemu": qemu_version(args.arch),
+        "platforms": platforms, "cpu": cpus, "rounds": args.rounds, "workers": counts,
+        "train": train, "qemu": {plat: qemu_version(plat) for plat in platforms
+                                 if plat != fastflow_fl.HOST},
         "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
+        "fastflow": {"ref": src.ref, "sha256": src.sha256},
+        "libtorch": "Debian 2.6.0+dfsg-7 (libtorch-debian.toml)",
         "cpp_skipped": skip_cpp, "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         fh.write("\n")
     os.replace(tmp, args.out)
     print(f"wrote {args.out}")
+    failed = [r for r in rows if "error" in r]
+    if skip_cpp or failed:
+        print(f"{len(failed)} row(s) failed" + (" and the C++ rows were skipped" if skip_cpp
+                                                 else ""), file=sys.stderr)
+        return 3 if skip_cpp else 5
     return 0
 
 

@@ -240,21 +240,42 @@ def _find_binaries(root: Path, names: Sequence[str]) -> dict[str, Path]:
     return found
 
 
+WHEEL_LIBS = "libtorch-lib"  # in a wheel build's dir: the libtorch package's lib/ (deployed)
+
+
+def wheel_variant(torch_wheel: Path) -> str:
+    """The build variant of the FastFlow programs against ``torch_wheel`` (by its sha256)."""
+    from .sources import sha256_file
+
+    return f"fastflow-wheel-{sha256_file(torch_wheel)[:12]}"
+
+
 def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
-                   mirror: str | None = None, image: str | None = None) -> dict[str, Path]:
+                   mirror: str | None = None, image: str | None = None,
+                   torch_wheel: Path | None = None) -> dict[str, Path]:
     """Cross-build the programs for ``arch`` in the toolchain image; {program: binary}.
 
     ``fastflow=False`` builds only ``fl_core_test`` (plain CMake, no Conan, no FastFlow).
     ``fastflow=True`` needs FastFlow's source (:func:`fastflow_missing`) and builds all three
-    through Conan. The result is cached by a hash of the sources, arch and pins; a rerun reuses
-    it, a failed build leaves nothing behind. ``image`` names a toolchain image to use instead
-    of :func:`rvtorch.image.ensure_image`'s (e.g. one built from another checkout).
+    through Conan, against Debian's libtorch, or with ``torch_wheel`` against the C++ side of a
+    torch wheel the toolkit made (the libtorch recipe's ``origin=wheel``; its libraries are
+    deployed beside the binaries as ``libtorch-lib/`` for the run). The result is cached by a
+    hash of the sources, arch and pins (and the wheel's sha256); a rerun reuses it, a failed
+    build leaves nothing behind. ``image`` names a toolchain image to use instead of
+    :func:`rvtorch.image.ensure_image`'s (e.g. one built from another checkout).
     """
     from .engine import detect_engine
     from .image import ensure_image
 
     plat = platform_of(arch)
-    variant = "fastflow" if fastflow else "core"
+    if torch_wheel is not None and not fastflow:
+        raise UsageError("a torch wheel is for the FastFlow programs (fastflow=True)")
+    if torch_wheel is not None:
+        torch_wheel = torch_wheel.resolve()
+        if not torch_wheel.is_file():
+            raise UsageError(f"torch wheel {torch_wheel} not found")
+    variant = (wheel_variant(torch_wheel) if torch_wheel is not None
+               else "fastflow" if fastflow else "core")
     final = build_dir(arch, variant)
     names = _programs(variant)
     have = _find_binaries(final, names) if final.is_dir() else {}
@@ -273,6 +294,8 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
     ccache = cache_dir() / "ccache"
     ccache.mkdir(parents=True, exist_ok=True)
     mounts = {str(repo_root()): str(repo_root()), str(cache_dir()): str(cache_dir())}
+    if torch_wheel is not None:
+        mounts[str(torch_wheel.parent)] = str(torch_wheel.parent)
     # Each build runs in a fresh temp dir under the cache: with the cache as ccache's base dir,
     # paths into it (build dir, unpacked libtorch) hash as relative ones, so a rebuild hits.
     env = {"CCACHE_DIR": str(ccache), "CCACHE_BASEDIR": str(cache_dir())}
@@ -290,14 +313,27 @@ def build_programs(arch: str, *, fastflow: bool, engine_name: str | None = None,
                 else:
                     host, build = deps.profiles(target(arch))
                     prefix = []
+                if torch_wheel is None:
+                    torch_args = ["-o", "libtorch/*:origin=debian",
+                                  "-c", f"user.libtorch:sysroot={lt}"]
+                else:
+                    torch_args = ["-o", "libtorch/*:origin=wheel",
+                                  "-c", f"user.libtorch:wheel={torch_wheel}"]
+                profiles = ["-pr:h", str(host), "-pr:b", str(build)]
                 ctr.call([*prefix, "nice", "-n", "10", "conan", "build", str(tree_dir()),
-                          "-pr:h", str(host), "-pr:b", str(build), "--build=missing",
-                          "-o", "libtorch/*:origin=debian",
-                          "-c", f"user.libtorch:sysroot={lt}",
+                          *profiles, "--build=missing", *torch_args,
                           "-c", "tools.cmake.cmaketoolchain:generator=Ninja",
                           "-c", f'tools.build:exelinkflags=["{LINK_FLAGS}"]',
                           f"--output-folder={tmp}"],
                          env={"CONAN_HOME": str(home)})
+                if torch_wheel is not None:
+                    # The wheel's libtorch (and torch.libs) where the run can reach it.
+                    ctr.call(["conan", "install", "--requires=libtorch/" + deps.LIBTORCH_VERSION,
+                              *profiles, *torch_args, "--deployer=direct_deploy",
+                              f"--deployer-folder={tmp}/deploy"], env={"CONAN_HOME": str(home)})
+                    os.replace(tmp / "deploy" / "direct_deploy" / "libtorch" / "lib",
+                               tmp / WHEEL_LIBS)
+                    shutil.rmtree(tmp / "deploy")
             else:
                 # Cross: Debian's TorchConfig.cmake (the image has the target's protobuf);
                 # native: the plain prefix (no amd64 protobuf development files in the image).
@@ -339,20 +375,26 @@ def parse_json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def _run_in_rootfs(arch: str, binary: Path, args: Sequence[str], *, cpu: str | None,
-                   shards: Path, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+                   shards: Path, timeout: float, torch_libs: Path | None = None
+                   ) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``binary`` in the platform's rootfs: with Debian's torch, or, given ``torch_libs``
+    (a wheel's libtorch), in the base rootfs without any torch, those libraries beside it."""
     from .emulate import guest_tmpdir, run_guest
     from .rootfs import ensure_rootfs
 
-    rootfs = ensure_rootfs(arch, with_torch=True)
+    rootfs = ensure_rootfs(arch, with_torch=torch_libs is None)
     with guest_tmpdir(rootfs, arch) as (host, guest):
         shutil.copy2(binary, host / binary.name)
         shutil.copy2(shards, host / shards.name)
+        env = {"OMP_NUM_THREADS": "1"}
+        if torch_libs is not None:
+            shutil.copytree(torch_libs, host / "lib", symlinks=True)
+            env["LD_LIBRARY_PATH"] = f"{guest}/lib"
         argv = [f"{guest}/{binary.name}", *[a.replace("{shards}", f"{guest}/{shards.name}")
                                              for a in args]]
         t0 = time.monotonic()
         try:
-            proc = run_guest(arch, argv, cpu=cpu, rootfs=rootfs, timeout=timeout,
-                             env={"OMP_NUM_THREADS": "1"})
+            proc = run_guest(arch, argv, cpu=cpu, rootfs=rootfs, timeout=timeout, env=env)
         except subprocess.TimeoutExpired as exc:
             raise ValidationError(
                 f"{binary.name} on {arch} did not finish within {timeout:.0f} s (killed)"
@@ -397,7 +439,8 @@ def _train_args(train: Mapping[str, float]) -> list[str]:
 def run_fastflow_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
                     rounds: int = DEFAULT_ROUNDS, scheme: str = "master-worker",
                     timeout: float = RUN_TIMEOUT,
-                    train: Mapping[str, float] | None = None) -> dict[str, Any]:
+                    train: Mapping[str, float] | None = None,
+                    torch_wheel: Path | None = None) -> dict[str, Any]:
     """Build (if needed) and run one FastFlow FL scheme for ``arch`` under QEMU.
 
     Returns ``{"arch", "cpu", "scheme", "workers", "rounds": [per-round JSON], "summary": {...},
@@ -406,6 +449,9 @@ def run_fastflow_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
     arguments, :class:`ValidationError` when the program fails or hangs. ``train`` overrides
     the programs' defaults: ``lr``, ``momentum``, ``local_epochs``, ``batch``, ``weighted``
     (e.g. :data:`PY_SCHEME` with ``weighted=True`` to run like the Python scheme).
+    ``torch_wheel`` builds against that wheel's libtorch (the libtorch recipe) and runs in the
+    base rootfs with the wheel's libraries instead of Debian's torch; the result says which
+    (``libtorch``).
     """
     from .digits import ensure_shards
     from .sources import sha256_file
@@ -419,12 +465,17 @@ def run_fastflow_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
     if cpu:
         target(arch).cpu_model(cpu)  # unknown model: usage error before any build
     extra = _train_args(train or {})
-    bins = build_programs(arch, fastflow=True)
+    bins = build_programs(arch, fastflow=True, torch_wheel=torch_wheel)
+    torch_libs = None
+    if torch_wheel is not None:
+        torch_libs = build_dir(arch, wheel_variant(torch_wheel.resolve())) / WHEEL_LIBS
+        if not torch_libs.is_dir():
+            raise BuildError(f"the {arch} wheel build has no {WHEEL_LIBS}/ (delete it, rebuild)")
     shards = ensure_shards(workers, seed=DEFAULT_SEED)
     proc, wall = _run_in_rootfs(
         arch, bins[SCHEMES[scheme]],
         ["--shards", "{shards}", "--workers", str(workers), "--rounds", str(rounds), *extra],
-        cpu=cpu, shards=shards, timeout=timeout)
+        cpu=cpu, shards=shards, timeout=timeout, torch_libs=torch_libs)
     lines = parse_json_lines(proc.stdout)
     summary = next((x["summary"] for x in lines if "summary" in x), None)
     if proc.returncode != 0 or summary is None:
@@ -433,7 +484,8 @@ def run_fastflow_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
                               f"{tail}")
     return {"arch": arch, "cpu": cpu, "scheme": scheme, "workers": workers,
             "rounds": [x for x in lines if "round" in x], "summary": summary,
-            "wall_seconds": wall, "shards": str(shards), "shards_sha256": sha256_file(shards)}
+            "wall_seconds": wall, "shards": str(shards), "shards_sha256": sha256_file(shards),
+            "libtorch": f"wheel {torch_wheel.name}" if torch_wheel else "debian"}
 
 
 # The Python scheme's hyper-parameters (rvtorch.validate.fl defaults); the C++ programs take the
