@@ -22,9 +22,13 @@ from .proc import which
 from .targets import suggest
 from .torchspec import PROVIDERS, TorchVersion
 
-TYPES = ("cross", "system-libs", "fix")
+TYPES = ("cross", "system-libs", "fix", "feature")
 MANIFEST = "series.toml"
 _KEYS = ("file", "type", "why", "upstream", "providers")
+# An optional patch also names its feature; its file lives in the feature's folder
+# (``<feature>/NNNN-*.patch``), so the default series stays exactly the top-level patches.
+_OPTIONAL_KEYS = (*_KEYS, "feature")
+_FEATURE = re.compile(r"[a-z][a-z0-9-]*")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +39,7 @@ class Patch:
     upstream: str
     providers: tuple[str, ...]
     path: Path
+    feature: str | None = None  # None: the default series; else the optional group
 
     def applies_to(self, provider: str) -> bool:
         return provider in self.providers
@@ -42,16 +47,37 @@ class Patch:
 
 @dataclass(frozen=True, kw_only=True)
 class Series:
+    """The default series (``patches``, applied to every build) and the optional groups
+    (``optional``, ``[[optional]]`` in the manifest), applied after it only for the features a
+    build asks for. Nothing of the optional groups reaches a build, a tree digest or
+    ``for_provider`` unless its feature is named."""
+
     directory: Path
     patches: tuple[Patch, ...]
+    optional: tuple[Patch, ...] = ()
 
-    def for_provider(self, provider: str) -> tuple[Patch, ...]:
-        return tuple(p for p in self.patches if p.applies_to(provider))
+    def features(self) -> tuple[str, ...]:
+        return tuple(sorted({p.feature for p in self.optional if p.feature}))
 
-    def digest(self, provider: str) -> str:
+    def for_provider(self, provider: str, features: Sequence[str] = ()) -> tuple[Patch, ...]:
+        """The default series for ``provider``, then the optional patches of ``features`` (in
+        manifest order); an unknown feature is a usage error."""
+        for f in features:
+            if f not in self.features():
+                raise UsageError(
+                    f"{self.directory.name}: no optional patch group {f!r}",
+                    hint=suggest(f, self.features()),
+                )
+        default = tuple(p for p in self.patches if p.applies_to(provider))
+        extra = tuple(
+            p for p in self.optional if p.feature in features and p.applies_to(provider)
+        )
+        return default + extra
+
+    def digest(self, provider: str, features: Sequence[str] = ()) -> str:
         """sha256 over the patches that apply to ``provider`` (names + contents), in order."""
         h = hashlib.sha256()
-        for p in self.for_provider(provider):
+        for p in self.for_provider(provider, features):
             h.update(p.file.encode() + b"\0" + p.path.read_bytes() + b"\0")
         return h.hexdigest()
 
@@ -68,50 +94,73 @@ def load_series(directory: Path) -> Series:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{manifest}: invalid TOML: {exc}") from exc
     for key in data:
-        if key != "patch":
-            raise UsageError(f"{manifest}: unknown table {key!r}", hint=suggest(key, ["patch"]))
-    patches: list[Patch] = []
-    for i, entry in enumerate(data.get("patch", [])):
-        where = f"{manifest.name}: patch[{i}]"
-        for key in entry:
-            if key not in _KEYS:
-                raise UsageError(f"{where}: unknown key {key!r}", hint=suggest(key, _KEYS))
-        for key in _KEYS:
-            if key not in entry:
-                raise UsageError(f"{where}: missing key {key!r}")
-        if entry["type"] not in TYPES:
+        if key not in ("patch", "optional"):
             raise UsageError(
-                f"{where}: unknown type {entry['type']!r}", hint=suggest(entry["type"], TYPES)
+                f"{manifest}: unknown table {key!r}", hint=suggest(key, ["patch", "optional"])
             )
-        providers = tuple(entry["providers"])
-        for pr in providers:
-            if pr not in PROVIDERS:
-                raise UsageError(f"{where}: unknown provider {pr!r}", hint=suggest(pr, PROVIDERS))
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise UsageError(f"{where}: {entry['file']} does not exist in {directory}")
-        patches.append(
-            Patch(
-                file=entry["file"],
-                type=entry["type"],
-                why=entry["why"],
-                upstream=entry["upstream"],
-                providers=providers,
-                path=path,
-            )
-        )
+    patches = [_entry(directory, f"patch[{i}]", e, optional=False)
+               for i, e in enumerate(data.get("patch", []))]
+    optional = [_entry(directory, f"optional[{i}]", e, optional=True)
+                for i, e in enumerate(data.get("optional", []))]
     names = [p.file for p in patches]
-    if len(set(names)) != len(names):
+    extra = [p.file for p in optional]
+    if len(set(names + extra)) != len(names) + len(extra):
         raise UsageError(f"{manifest}: a patch is listed twice")
     unlisted = sorted({f.name for f in directory.glob("*.patch")} - set(names))
+    unlisted += sorted(
+        {f"{f.parent.name}/{f.name}" for f in directory.glob("*/*.patch")} - set(extra)
+    )
     if unlisted:
         raise UsageError(
             f"{manifest}: {unlisted[0]} is not listed",
-            hint="add a [[patch]] entry or delete the file",
+            hint="add a [[patch]] (or [[optional]] for a feature folder) entry or delete the file",
         )
     if names != sorted(names):
         raise UsageError(f"{manifest}: patches must be listed in file-name order")
-    return Series(directory=directory, patches=tuple(patches))
+    for feature in {p.feature for p in optional}:
+        group = [p.file for p in optional if p.feature == feature]
+        if group != sorted(group):
+            raise UsageError(f"{manifest}: optional patches of {feature!r} must be listed in "
+                             "file-name order")
+    return Series(directory=directory, patches=tuple(patches), optional=tuple(optional))
+
+
+def _entry(directory: Path, index: str, entry: dict[str, object], *, optional: bool) -> Patch:
+    """One checked manifest entry (exit 2 on anything wrong)."""
+    where = f"{MANIFEST}: {index}"
+    keys = _OPTIONAL_KEYS if optional else _KEYS
+    for key in entry:
+        if key not in keys:
+            raise UsageError(f"{where}: unknown key {key!r}", hint=suggest(key, keys))
+    for key in keys:
+        if key not in entry:
+            raise UsageError(f"{where}: missing key {key!r}")
+    ptype = str(entry["type"])
+    if ptype not in TYPES:
+        raise UsageError(f"{where}: unknown type {ptype!r}", hint=suggest(ptype, TYPES))
+    raw_providers = entry["providers"]
+    if not isinstance(raw_providers, list):
+        raise UsageError(f"{where}: providers must be a list")
+    providers = tuple(str(pr) for pr in raw_providers)
+    for pr in providers:
+        if pr not in PROVIDERS:
+            raise UsageError(f"{where}: unknown provider {pr!r}", hint=suggest(pr, PROVIDERS))
+    file = str(entry["file"])
+    feature: str | None = None
+    if optional:
+        feature = str(entry["feature"])
+        if not _FEATURE.fullmatch(feature):
+            raise UsageError(f"{where}: feature {feature!r} is not a lower-case name")
+        if Path(file).parent.as_posix() != feature:
+            raise UsageError(f"{where}: {file} must be in the feature's folder {feature}/")
+    elif "/" in file:
+        raise UsageError(f"{where}: {file}: a default patch is a top-level file",
+                         hint="patches in a folder belong to an [[optional]] group")
+    path = directory / file
+    if not path.is_file():
+        raise UsageError(f"{where}: {file} does not exist in {directory}")
+    return Patch(file=file, type=ptype, why=str(entry["why"]), upstream=str(entry["upstream"]),
+                 providers=providers, path=path, feature=feature)
 
 
 def series_for(tv: TorchVersion) -> Series:

@@ -53,9 +53,11 @@ def _series(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def run_list(args: argparse.Namespace) -> int:
     _, series = _series(args)
-    for p in series.patches:
+    for p in series.patches + series.optional:
+        group = f"optional ({p.feature}); " if p.feature else ""
         print(
-            f"{p.file}\n    {p.type}; {', '.join(p.providers)}; upstream: {p.upstream}\n    {p.why}"
+            f"{p.file}\n    {group}{p.type}; {', '.join(p.providers)}; upstream: {p.upstream}\n"
+            f"    {p.why}"
         )
     return 0
 
@@ -64,13 +66,18 @@ def run_check(args: argparse.Namespace) -> int:
     tv, series = _series(args)
     provider = resolve_provider(args.source, tv)
     patches = series.for_provider(provider)
+    # The optional groups too, on top of the default series (the way a build applies them).
+    optional = series.for_provider(provider, series.features())[len(patches):]
     # A staging directory under the cache: removed here, or by a later run if this one is killed.
     with scratch("patches-check") as tmp:
         unpack_into(tv, provider, tmp, mirror=getattr(args, "debian_mirror", None))
         apply_in_place(patches, tmp)
+        apply_in_place(optional, tmp)
     print(
         f"ok: {len(patches)} patches of {series.directory.name} apply to the {provider} "
-        f"source of torch {tv.version}",
+        f"source of torch {tv.version}"
+        + (f", and {len(optional)} optional ({', '.join(series.features())}) on top"
+           if optional else ""),
         file=sys.stderr,
     )
     return 0

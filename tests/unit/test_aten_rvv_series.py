@@ -1,0 +1,108 @@
+"""The optional patch groups of series.toml ([[optional]], e.g. aten-rvv): they never reach the
+default series, its digest or ``for_provider``; a build that names a feature gets them after the
+default series; a malformed entry is a one-line usage error (exit 2)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rvtorch.errors import UsageError
+from rvtorch.patches import load_series, series_for
+from rvtorch.torchspec import torch_version
+
+
+def _default_digest(directory: Path, provider: str) -> str:
+    """The digest as it was before optional groups existed: top-level patches only."""
+    series = load_series(directory)
+    h = hashlib.sha256()
+    for p in series.patches:
+        if provider in p.providers:
+            h.update(p.file.encode() + b"\0" + (directory / p.file).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def test_aten_rvv_group_is_optional_and_documented() -> None:
+    tv = torch_version()
+    series = series_for(tv)
+    assert series.features() == ("aten-rvv",)
+    [rvv] = series.optional
+    assert rvv.feature == "aten-rvv" and rvv.type == "feature"
+    assert rvv.file.startswith("aten-rvv/") and rvv.path.is_file()
+    # Not in the default series: every build and its tree digest stay as they were.
+    assert rvv not in series.patches
+    assert rvv not in series.for_provider("debian")
+    assert all("/" not in p.file for p in series.patches)
+    assert series.digest("debian") == _default_digest(tv.patch_dir, "debian")
+    # Named: after the whole default series, and a different digest (a different tree).
+    named = series.for_provider("debian", ["aten-rvv"])
+    assert named[:-1] == series.for_provider("debian") and named[-1] == rvv
+    assert series.digest("debian", ["aten-rvv"]) != series.digest("debian")
+    text = rvv.path.read_text()
+    assert text.startswith("From ") and "Subject: [PATCH" in text
+    for word in ("Symptom", "Cause", "Design", "Alternatives", "Upstream status"):
+        assert word in text, word
+    # The headers it adds are the RVV Vectorized, selected by CPU_CAPABILITY_RVV.
+    added = re.findall(r"^\+\+\+ b/(\S+)", text, re.M)
+    assert "aten/src/ATen/cpu/vec/vec256/rvv/vec256_float_rvv.h" in added
+    assert "aten/src/ATen/cpu/vec/vec256/rvv/vec256_double_rvv.h" in added
+    assert "CPU_CAPABILITY_RVV" in text
+
+
+def test_unknown_feature_is_a_usage_error() -> None:
+    series = series_for(torch_version())
+    with pytest.raises(UsageError, match=r"no optional patch group 'aten-rvx'") as exc:
+        series.for_provider("debian", ["aten-rvx"])
+    assert exc.value.hint and "aten-rvv" in exc.value.hint
+
+
+@pytest.fixture
+def series_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "series"
+    shutil.copytree(torch_version().patch_dir, d)
+    return d
+
+
+def _edit(d: Path, old: str, new: str) -> None:
+    manifest = d / "series.toml"
+    text = manifest.read_text()
+    assert old in text
+    manifest.write_text(text.replace(old, new, 1))
+
+
+def test_optional_file_must_be_listed(series_dir: Path) -> None:
+    (series_dir / "aten-rvv" / "0002-extra.patch").write_text("From x\n")
+    with pytest.raises(UsageError, match=r"aten-rvv/0002-extra\.patch is not listed"):
+        load_series(series_dir)
+
+
+def test_optional_file_must_be_in_its_feature_folder(series_dir: Path) -> None:
+    _edit(series_dir, 'feature = "aten-rvv"', 'feature = "other"')
+    with pytest.raises(UsageError, match=r"must be in the feature's folder other/"):
+        load_series(series_dir)
+
+
+def test_optional_entry_needs_a_feature(series_dir: Path) -> None:
+    _edit(series_dir, 'feature = "aten-rvv"\n', "")
+    with pytest.raises(UsageError, match=r"optional\[0\]: missing key 'feature'"):
+        load_series(series_dir)
+
+
+def test_default_patch_cannot_live_in_a_folder(series_dir: Path) -> None:
+    text = (series_dir / "series.toml").read_text()
+    entry = text[text.index("\n[[optional]]\n"):]
+    default = entry.replace("[[optional]]", "[[patch]]").replace('feature = "aten-rvv"\n', "")
+    (series_dir / "series.toml").write_text(text[:text.index("\n[[optional]]\n")] + default)
+    with pytest.raises(UsageError, match=r"a default patch is a top-level file"):
+        load_series(series_dir)
+
+
+def test_unknown_table_names_optional(series_dir: Path) -> None:
+    _edit(series_dir, "\n[[optional]]\n", "\n[[optionl]]\n")
+    with pytest.raises(UsageError, match=r"unknown table 'optionl'") as exc:
+        load_series(series_dir)
+    assert exc.value.hint and "optional" in exc.value.hint
