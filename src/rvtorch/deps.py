@@ -132,7 +132,7 @@ def spec_for(name: str, t: Target, **kw: Any) -> DepSpec:
             # Debian's libtorch-dev for the target, installed into the (throw-away) container's
             # multiarch sysroot, packaged from there.
             # libtorch-dev:<arch> depends on python3:<arch>, which would replace the image's
-            # python (and conan with it, FACTS.md): install the runtime libraries with apt and
+            # python (and conan with it, docs/facts.md): install the runtime libraries with apt and
             # only unpack the -dev package's headers and CMake files.
             a = t.debian_arch
             unpack_dev = (f"cd /tmp && apt-get download -qq libtorch-dev:{a} && "
@@ -283,3 +283,31 @@ def build(arch: str, *, only: Sequence[str] | None = None, test: bool = True, de
                     raise BuildError(f"conan deploy of {spec.ref} left no {staged}")
                 _publish(staged, root / spec.name)
     return _write_metadata(root, specs) if deploy else {}
+
+
+def create_native(name: str, *, engine_name: str | None = None) -> None:
+    """``conan create`` of a header-only recipe for the build machine itself (x86_64), in the
+    toolchain image with its build profile on both sides: the test_package runs natively.
+
+    Only recipes that need no target sysroot make sense here (``fastflow``).
+    """
+    from .engine import detect_engine
+    from .image import ensure_image
+
+    if name != "fastflow":
+        raise UsageError(f"no native create for {name!r} (only fastflow)")
+    arch = matrix().arches[0]
+    _, build_profile = profiles(target(arch))
+    spec = DepSpec(name=name, version=FASTFLOW_VERSION)
+    conan.ensure_sources(required_sources([spec]))
+    home = conan.setup_home()
+    engine = detect_engine(engine_name)
+    image = ensure_image(arch, engine=engine)
+    shared = {str(repo_root()): str(repo_root()), str(cache_dir()): str(cache_dir())}
+    # The image exports the cross setup for every build: a native one drops it.
+    native = ["env", "-u", "CMAKE_TOOLCHAIN_FILE", "-u", "CC", "-u", "CXX", "-u", "PKG_CONFIG",
+              "-u", "QEMU_LD_PREFIX"]
+    with engine.container(image, mounts=shared, env={"CONAN_HOME": str(home)}) as ctr:
+        ctr.call([*native, "nice", "-n", "10", "conan", "create",
+                  str(conan.recipes_dir() / name / "all"), "--version", spec.version,
+                  "-pr:h", str(build_profile), "-pr:b", str(build_profile), "--build=missing"])

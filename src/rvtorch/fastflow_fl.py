@@ -540,7 +540,7 @@ def run_python_fl(arch: str, *, cpu: str | None = None, workers: int = 4,
                     "--timeout", str(timeout)]
             cmd, env = guest_command(arch, argv, cpu=cpu, rootfs=rootfs, cwd=guest,
                                      env={"PYTHONPATH": guest, "OMP_NUM_THREADS": "1",
-                                          # Debian's 2.6.0 has no libuv (FACTS.md)
+                                          # Debian's 2.6.0 has no libuv (docs/facts.md)
                                           "TORCH_DISTRIBUTED_USE_LIBUV": "0",
                                           "GLOO_SOCKET_IFNAME": "lo"})
             procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,

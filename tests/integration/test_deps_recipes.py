@@ -89,13 +89,37 @@ def test_openblas_armv8_builds_and_runs(capfd: pytest.CaptureFixture[str]) -> No
     assert all(got.lower() == "armv8" for got, _ in kernels.values()), kernels
 
 
+@pytest.fixture(scope="module")
+def fastflow_source() -> None:
+    """FastFlow's pinned archive in the download cache (from $RVTORCH_SOURCE_MIRROR, which
+    scripts/test.sh points at ../shared/sources when it exists), or a skip that says how."""
+    from rvtorch import fastflow_fl
+
+    reason = fastflow_fl.fastflow_missing()
+    if reason:
+        pytest.skip(reason + " (GitHub is not reachable here; FastFlow is in neither Debian "
+                    "nor PyPI)")
+
+
 @pytest.mark.parametrize("arch", [t.arch for t in matrix().targets])
-def test_fastflow_create_where_its_source_is(arch: str) -> None:
-    src = conan.source_of("fastflow", deps.FASTFLOW_VERSION)
-    if not conan.have_source(src) and not conan.reachable(src.url):
-        pytest.skip(conan.missing_source_message(src) + " (GitHub is not reachable here; "
-                    "FastFlow is in neither Debian nor PyPI)")
+def test_fastflow_create_on_the_pinned_source(arch: str, fastflow_source: None,
+                                              capfd: pytest.CaptureFixture[str]) -> None:
+    """conan create from the real archive; the test_package (pipeline, farm, a2a with feedback)
+    runs under QEMU on every CPU model of the target (rv64 and the RVV models on riscv64)."""
     deps.build(arch, only=["fastflow"], deploy=False)
+    text = "".join(capfd.readouterr())
+    assert conan.have_source(conan.source_of("fastflow", deps.FASTFLOW_VERSION))  # verified
+    for c in target(arch).cpu:
+        assert f"cpu {c.name}:" in text, text[-3000:]
+    assert text.count("fastflow test_package: OK") >= len(target(arch).cpu)
+
+
+def test_fastflow_create_natively(fastflow_source: None,
+                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """The same recipe and test_package for the build machine itself (x86_64)."""
+    deps.create_native("fastflow")
+    text = "".join(capfd.readouterr())
+    assert "fastflow test_package: OK" in text, text[-3000:]
 
 
 def test_libtorch_from_debian_sysroot() -> None:
