@@ -252,3 +252,23 @@ def test_status_of_no_board(tmp_path: Path) -> None:
     proc = run_cli("board", "ssh", "--arch", "riscv64", "--", "true",
                    env={"RVTORCH_CACHE": str(tmp_path)})
     assert proc.returncode == 2 and "no riscv64 virtual board is running" in proc.stderr
+
+
+def test_a_real_board_gets_the_model_of_its_vector_unit() -> None:
+    from rvtorch.board.validate import board_model
+
+    bpi_f3 = {"machine": "riscv64", "vector": True, "vlen": 256, "isa": "rv64imafdcv"}
+    assert board_model(RV, bpi_f3, None).openblas_core == "RISCV64_ZVL256B"
+    vf2 = {"machine": "riscv64", "vector": False, "vlen": None}
+    assert board_model(RV, vf2, None).openblas_core == "RISCV64_GENERIC"
+    # VLEN 512: OpenBLAS takes its widest kernel that fits, ZVL256B.
+    wide = board_model(RV, {"vector": True, "vlen": 512}, None)
+    assert wide.openblas_core == "RISCV64_ZVL256B" and wide.vector
+    assert board_model(RV, {}, "rvv128").name == "rvv128"
+
+
+def test_venv_paths() -> None:
+    assert inst._abs("~/v", "/home/u") == "/home/u/v"
+    assert inst._abs("/opt/v", "/home/u") == "/opt/v"
+    with pytest.raises(UsageError, match="absolute"):
+        inst._abs("v", "/home/u")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -88,15 +89,20 @@ def board_model(t: Target, cpu: dict[str, Any], vm_cpu: str | None) -> CpuModel:
         return t.cpu_model(vm_cpu)
     vlen = cpu.get("vlen")
     vector = bool(cpu.get("vector"))
-    # The model whose kernel OpenBLAS will pick on this board: same V and VLEN, else scalar.
-    for model in t.cpu:
-        if model.vector == vector and (not vector or f"vlen={vlen}" in model.qemu_cpu):
-            return CpuModel(name=f"board-{model.name}", qemu_cpu="(real board)", vector=vector,
-                            openblas_core=model.openblas_core,
-                            note=f"real board, {cpu.get('isa') or cpu.get('features') or ''}")
-    base = t.scalar_models[0]
-    return CpuModel(name="board", qemu_cpu="(real board)", vector=vector,
-                    openblas_core=base.openblas_core, note="real board")
+    # OpenBLAS's DYNAMIC_ARCH picks the kernel of the widest VLEN it was built for that the
+    # core has (ZVL256B on a VLEN 512 core): the vector model with the largest vlen <= VLEN.
+    best: CpuModel | None = None
+    best_vlen = 0
+    if vector and isinstance(vlen, int):
+        for model in t.vector_models:
+            m = re.search(r"vlen=(\d+)", model.qemu_cpu)
+            if m and best_vlen < int(m.group(1)) <= vlen:
+                best, best_vlen = model, int(m.group(1))
+    base = best or t.scalar_models[0]
+    name = f"board-{base.name}" if best else "board"
+    return CpuModel(name=name, qemu_cpu="(real board)", vector=vector,
+                    openblas_core=base.openblas_core,
+                    note=f"real board: {cpu.get('isa') or cpu.get('features') or '?'}")
 
 
 def validate_on_board(board: BoardRef, t: Target, *, wheel: Path | None, venv: str,
