@@ -448,37 +448,48 @@ class BuildPathScanner:
 
     ``literals`` are exact paths (the build's own directories, this machine's cache) added to
     ``BUILD_PATH_PATTERNS``. A path that directly follows a ``-f*-prefix-map=`` flag is the
-    remedy recorded in torch's CXX_FLAGS and is not reported.
+    remedy recorded in torch's CXX_FLAGS and is not reported. Call ``feed`` for each block and
+    ``finish`` after the last; ``found`` holds the paths (the whole path around each match).
     """
 
     _LEAD = max(len(f) for f in _PREFIX_MAP_FLAGS)
-    _OVERLAP = 4096
+    _BACK = 1024  # how far back a path may start before the matched part
+    _HOLD = 2048  # matches this close to a block's end wait for the next block (or finish)
+    _KEEP = _BACK + _HOLD
 
     def __init__(self, literals: Iterable[str] = ()) -> None:
         patterns = [p.regex for p in BUILD_PATH_PATTERNS]
         self.literals = sorted({p for p in literals if p})
         patterns += [re.escape(p) for p in self.literals]
         self._any = re.compile("|".join(f"(?:{p})" for p in patterns).encode())
-        self._each = [(p.example, re.compile(p.regex.encode())) for p in BUILD_PATH_PATTERNS]
-        self._each += [(p, re.compile(re.escape(p).encode())) for p in self.literals]
         self.found: set[str] = set()
-        self._tail = b""
+        self._buf = b""
+        self._base = 0  # offset in the stream of _buf[0]
+        self._done = 0  # offset in the stream up to which matches have been looked at
 
     def feed(self, block: bytes) -> None:
-        chunk = self._tail + block
-        for m in self._any.finditer(chunk):
+        self._scan(self._buf + block, final=False)
+
+    def finish(self) -> None:
+        self._scan(self._buf, final=True)
+
+    def _scan(self, chunk: bytes, *, final: bool) -> None:
+        limit = len(chunk) if final else max(0, len(chunk) - self._HOLD)
+        for m in self._any.finditer(chunk, max(0, self._done - self._base)):
             start = m.start()
-            stop = max((s.end() for s in _PATH_STOP.finditer(chunk, max(0, start - 1024), start)),
-                       default=max(0, start - 1024))
+            if start >= limit:
+                break
+            back = max(0, start - self._BACK)
+            stop = max((s.end() for s in _PATH_STOP.finditer(chunk, back, start)), default=back)
             if chunk[max(0, stop - self._LEAD):stop].endswith(_PREFIX_MAP_FLAGS):
                 continue
-            self.found.add(self._describe(chunk, start, stop))
-        self._tail = chunk[-self._OVERLAP:]
-
-    def _describe(self, chunk: bytes, start: int, stop: int) -> str:
-        end = _PATH_STOP.search(chunk, start)
-        text = chunk[stop:end.start() if end else len(chunk)][:160]
-        return text.decode("utf-8", "replace") or chunk[start:start + 80].decode(errors="replace")
+            end = _PATH_STOP.search(chunk, start)
+            path = chunk[stop:end.start() if end else len(chunk)][:160]
+            self.found.add(path.decode("utf-8", "replace"))
+        self._done = self._base + limit
+        keep = chunk[-self._KEEP:]
+        self._base += len(chunk) - len(keep)
+        self._buf = keep
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,7 +770,7 @@ def check_wheel(path: Path | str, arch: str | Target | None = None, *,
     """
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: no such wheel file")
+        raise UsageError(f"{path}: {'not a file' if path.exists() else 'no such wheel file'}")
     t = _target(arch if arch is not None else arch_of_wheel(path))
     report = CheckReport(wheel=path.name, arch=t.arch, size_bytes=path.stat().st_size)
     try:
@@ -876,6 +887,8 @@ def _read_members(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], skip: set[i
                 kept[name] = head
             if link:
                 report.fail("path", name, _symlink_problem(name, head[:_LINK_MAX]))
+            if scanner is not None:
+                scanner.finish()
             for found in sorted(scanner.found if scanner else ()):
                 report.fail("build-path", name, f"contains the build path {found!r}")
             if not is_elf:

@@ -246,6 +246,7 @@ def test_a_prefix_map_flag_is_not_a_leaked_build_path() -> None:
     def found(data: bytes, literal: str = "/srv/b") -> set[str]:
         scanner = BuildPathScanner([literal])
         scanner.feed(data)
+        scanner.finish()
         return scanner.found
 
     assert found(b"\0CXX_FLAGS -ffile-prefix-map=/rvtorch/src=. -O2\0") == set()
@@ -257,10 +258,12 @@ def test_a_prefix_map_flag_is_not_a_leaked_build_path() -> None:
 
 
 def test_a_build_path_split_across_blocks_is_found() -> None:
-    """Members are scanned in 1 MiB blocks: a path on the boundary must not slip through."""
+    """Members are scanned in 1 MiB blocks: a path on a boundary is found once, whole."""
     path = b"/home/ci/pytorch/build/aten/src/ATen/ops.cpp"
-    for cut in range(1, len(path)):
-        scanner = BuildPathScanner()
-        scanner.feed(b"\0" * 100 + path[:cut])
-        scanner.feed(path[cut:] + b"\0")
-        assert scanner.found, cut
+    for lead in (100, 5000):
+        for cut in range(len(path) + 1):
+            scanner = BuildPathScanner()
+            scanner.feed(b"\0" * lead + path[:cut])
+            scanner.feed(path[cut:] + b"\0" + b"x" * 3000)
+            scanner.finish()
+            assert scanner.found == {path.decode()}, (lead, cut)

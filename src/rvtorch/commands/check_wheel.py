@@ -1,7 +1,10 @@
 """``rvtorch check-wheel FILE [--arch A] [--json] [--build-path DIR]``: the wheel gate.
 
-Exit 0 when every check passes, 4 (build error) when the wheel fails one: a wheel that fails its
-checks is a defect of the build that made it. A missing file or unknown arch is a usage error (2).
+Exit 0 when every check passes, 4 (build error) when the wheel fails one — a wheel that fails
+its checks is a defect of the build that made it — with one line naming the first finding on
+stderr and all of them on stdout. A damaged or crafted file (not a zip, bad CRC, members
+outside the install directory, broken RECORD/METADATA/ELF) is a failed check too, never a
+traceback. A missing file or an unknown arch is a usage error (2). The checks: docs/wheel.md.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from ..wheel import check_wheel
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "check-wheel",
-        help="check a wheel: target ELF machine, SOABI, tags, RPATHs, bundled libs, build paths",
+        help="validate a wheel: zip and member paths, RECORD, METADATA, ELF files "
+             "(machine, SOABI, RPATHs, bundled libs), build paths",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
