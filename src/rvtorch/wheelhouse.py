@@ -232,18 +232,27 @@ PIP_ENV = {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "PIP_NO_INPUT": "1", "PIP_NO_CACHE_DIR": "1"}
 
 
+# `python3 -m venv --without-pip ENV`, minus the activation scripts (see install_commands).
+VENV_SCRIPT = ("import sys, venv; b = venv.EnvBuilder(with_pip=False); "
+               "b.setup_scripts = lambda context: None; b.create(sys.argv[1])")
+
+
 def install_commands(python: str, venv: str, wheelhouse: str, wheel: str, *,
                      pip_whl: str) -> list[list[str]]:
     """Guest argv lists: a venv at ``venv`` made by ``python``, then its pip installs ``wheel``.
 
-    All paths are guest paths. The venv is made ``--without-pip`` (Debian's python3 has no
-    ensurepip without python3-venv); pip runs from its pinned wheel (``pip.whl/pip``, a layout
-    pip supports) and installs itself, the wheel and its dependencies from ``wheelhouse`` only.
-    ``--no-compile``: byte-compiling torch's 2000 modules under QEMU costs minutes; Python
-    compiles what it imports anyway. Run them with :data:`PIP_ENV` in the environment.
+    All paths are guest paths. The venv is made by the standard library's ``venv.EnvBuilder``
+    without pip and without the activation scripts: Debian moves those scripts and ensurepip into
+    the python3-venv package, which a minimal system lacks, and ``python3 -m venv`` then fails
+    copying ``Activate.ps1``; the environment itself (``pyvenv.cfg``, ``bin/python3``, an empty
+    ``site-packages``, no system site-packages) is the same. pip runs from its pinned wheel
+    (``pip.whl/pip``, a layout pip supports) and installs itself, the wheel and its dependencies
+    from ``wheelhouse`` only. ``--no-compile``: byte-compiling torch's 2000 modules under QEMU
+    costs minutes; Python compiles what it imports anyway. Run them with :data:`PIP_ENV` in the
+    environment.
     """
     return [
-        [python, "-m", "venv", "--without-pip", venv],
+        [python, "-c", VENV_SCRIPT, venv],
         [f"{venv}/bin/python3", f"{pip_whl}/pip", "install", "--no-index", "--find-links",
          wheelhouse, "--only-binary=:all:", "--no-compile", "pip", wheel],
     ]

@@ -101,3 +101,39 @@ def test_a_wheel_that_computes_something_wrong_is_not_published(wheel: Path,
     assert report["verdict"] == "failed" and report["inject"] == ["wrong-golden"]
     info = json.loads((rejected / f"{wheel.name}.build-info.json").read_text())
     assert info["validation"]["status"] == "failed"
+
+
+@pytest.mark.parametrize("mode", ["qemu", "binfmt"])
+def test_the_clean_venv_works_in_both_emulation_modes(mode: str, tmp_path: Path) -> None:
+    """pip from the wheelhouse into a venv of the base rootfs, then the venv's python imports
+    what pip installed (MarkupSafe's riscv64 C extension included): with explicit `qemu -L` the
+    venv is found only through argv[0] (qemu -0). About 1 min per mode."""
+    import subprocess
+
+    from rvtorch.emulate import guest_command, guest_tmpdir
+    from rvtorch.rootfs import ensure_rootfs
+    from rvtorch.wheelhouse import install_in_rootfs
+    from tests.emulated.test_emulation import binfmt
+    from tests.wheelkit import make_wheel
+
+    w = make_wheel(tmp_path, {
+        "tinypkg/__init__.py": "import jinja2, markupsafe._speedups as s\nSPEEDUPS = s.__file__\n",
+        "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n"
+                                          "Requires-Dist: jinja2\n"}, name="tinypkg",
+        version="1.0", tag="py3-none-any")
+    root = ensure_rootfs("riscv64")
+    probe = "import sys, tinypkg; print(sys.prefix, sys.base_prefix, tinypkg.SPEEDUPS)"
+    with binfmt(matrix().target("riscv64"), on=mode == "binfmt"), \
+            guest_tmpdir(root, "riscv64") as (host, guest):
+        inst = install_in_rootfs("riscv64", root, w, (host, guest))
+        cmd, env = guest_command("riscv64", [inst.python_guest, "-c", probe], rootfs=root)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                              check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    prefix, base, speedups = proc.stdout.split()
+    assert prefix == inst.venv_guest and base != prefix
+    assert speedups.startswith(f"{inst.venv_guest}/lib/python3.13/site-packages/markupsafe/")
+    assert speedups.endswith("riscv64-linux-gnu.so")
+    assert inst.packages == {"Jinja2": "3.1.6", "MarkupSafe": "3.0.3", "pip": "26.3",
+                             "tinypkg": "1.0"}
+    say(f"{mode}: venv + pip install in {inst.seconds:.0f} s")

@@ -108,8 +108,9 @@ def test_a_download_with_the_wrong_hash_is_refused(tmp_path: Path, monkeypatch) 
 def test_install_commands_are_offline_and_use_only_the_wheelhouse() -> None:
     venv_cmd, pip_cmd = wheelhouse.install_commands(
         "/usr/bin/python3", "/w/venv", "/w/wh", "/w/torch.whl", pip_whl="/w/wh/pip.whl")
-    assert venv_cmd == ["/usr/bin/python3", "-m", "venv", "--without-pip", "/w/venv"]
-    assert "--system-site-packages" not in venv_cmd
+    assert venv_cmd == ["/usr/bin/python3", "-c", wheelhouse.VENV_SCRIPT, "/w/venv"]
+    assert "EnvBuilder(with_pip=False)" in wheelhouse.VENV_SCRIPT
+    assert "system_site_packages" not in wheelhouse.VENV_SCRIPT
     assert pip_cmd[:3] == ["/w/venv/bin/python3", "/w/wh/pip.whl/pip", "install"]
     assert "--no-index" in pip_cmd and pip_cmd[pip_cmd.index("--find-links") + 1] == "/w/wh"
     assert pip_cmd[-1] == "/w/torch.whl"
