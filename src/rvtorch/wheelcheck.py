@@ -125,6 +125,10 @@ _DATA_SCHEMES = frozenset({"purelib", "platlib", "headers", "scripts", "data"})
 _METADATA_VERSIONS = ("1.0", "1.1", "1.2", "2.1", "2.2", "2.3", "2.4")
 # Only the first bytes of a symlink entry are its target.
 _LINK_MAX = 4096
+# zipfile never yields more than a member's declared size, so refusing to read members that
+# declare more bounds the work (and the temp copy of an ELF) on a decompression bomb. torch's
+# largest member, libtorch_cpu.so, is a few hundred MB.
+MAX_MEMBER_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -581,6 +585,10 @@ def _check_zip_entries(infos: list[zipfile.ZipInfo], report: CheckReport) -> set
         elif info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             report.fail("zip", name, f"compression method {info.compress_type} (a wheel is "
                         "stored or deflated)")
+            skip.add(index)
+        elif info.file_size > MAX_MEMBER_BYTES:
+            report.fail("zip", name, f"declares {info.file_size} bytes unpacked, more than "
+                        f"{MAX_MEMBER_BYTES >> 30} GiB (not read)")
             skip.add(index)
     return skip
 

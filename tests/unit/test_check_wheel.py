@@ -340,6 +340,22 @@ def test_unsupported_compression_and_encryption(tmp_path: Path,
     assert_fails(capsys, wheel, "[zip]", "encrypted")
 
 
+def test_a_member_declaring_a_huge_size_is_not_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decompression bomb's directory entry is refused before any byte is inflated (the
+    limit is lowered to 1 GiB so that a 32-bit size field can exceed it)."""
+    from rvtorch import wheelcheck
+
+    monkeypatch.setattr(wheelcheck, "MAX_MEMBER_BYTES", 1 << 30)
+    wheel = valid_wheel(tmp_path)
+    raw = bytearray(wheel.read_bytes())
+    at = central_entry(bytes(raw), "torch/lib/README.txt")
+    struct.pack_into("<I", raw, at + 24, 0xFFFFFFFE)  # uncompressed size: 4 GiB - 2
+    wheel.write_bytes(bytes(raw))
+    assert_fails(capsys, wheel, "[zip]", "torch/lib/README.txt", "not read")
+
+
 def test_check_wheel_api_reports_instead_of_raising(tmp_path: Path) -> None:
     """build.py calls check_wheel(path, target, build_paths=...) and reads report.ok."""
     wheel = wheel_of(tmp_path, [*valid_entries(), Entry("../evil.py", b"")])
