@@ -243,6 +243,36 @@ def _fetch_range(url: str, part: Path, pin: PinnedFile, timeout: float) -> int:
     return got
 
 
+def _download_locked(url: str, dest: Path, part: Path, pin: PinnedFile, timeout: float,
+                     attempts: int) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    if have > pin.size:
+        part.unlink()
+        have = 0
+    print(f"fetch {url}" + (f" (resuming at {have} bytes)" if have else ""), file=sys.stderr)
+    for attempt in range(attempts):
+        have = part.stat().st_size if part.exists() else 0
+        if have >= pin.size:
+            break
+        got = _fetch_range(url, part, pin, timeout)
+        if got == 0:
+            break  # no progress: retrying at once will not help
+        if attempt + 1 < attempts and part.stat().st_size < pin.size:
+            print(f"  {pin.name}: connection closed at {part.stat().st_size} of {pin.size} "
+                  "bytes; resuming", file=sys.stderr)
+    size = part.stat().st_size if part.exists() else 0
+    if size < pin.size:
+        raise SourceError(
+            f"download of {url} interrupted at {size} of {pin.size} bytes; {part.name} kept",
+            hint="rerun to resume",
+        )
+    verify(part, pin)
+    try:
+        part.rename(dest)
+    except OSError as exc:
+        raise _local_error(exc, part, pin) from exc
+
+
 def download(url: str, dest: Path, pin: PinnedFile, *, timeout: float = 60,
              attempts: int = 5) -> Path:
     """Fetch ``url`` to ``dest`` (resuming ``dest.part``) and verify it against ``pin``.
@@ -264,45 +294,24 @@ def download(url: str, dest: Path, pin: PinnedFile, *, timeout: float = 60,
         else:
             verify(dest, pin)
             return dest
+    lock = part.with_name(part.name + ".lock")
     try:
-        lock_fh = part.with_name(part.name + ".lock").open("a")
+        lock_fh = lock.open("a")
     except OSError as exc:
         raise _local_error(exc, part, pin) from exc
     with lock_fh:
         try:
             fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # A lock file unlinked by its finishing owner while we opened it is not the lock.
+            if os.fstat(lock_fh.fileno()).st_ino != os.stat(lock).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
             raise UsageError(f"another rvtorch is downloading {part}",
                              hint="wait for it to finish") from None
-        have = part.stat().st_size if part.exists() else 0
-        if have > pin.size:
-            part.unlink()
-            have = 0
-        print(f"fetch {url}" + (f" (resuming at {have} bytes)" if have else ""),
-              file=sys.stderr)
-        for attempt in range(attempts):
-            have = part.stat().st_size if part.exists() else 0
-            if have >= pin.size:
-                break
-            got = _fetch_range(url, part, pin, timeout)
-            if got == 0:
-                break  # no progress: retrying at once will not help
-            if attempt + 1 < attempts and part.stat().st_size < pin.size:
-                print(f"  {pin.name}: connection closed at {part.stat().st_size} of {pin.size} "
-                      "bytes; resuming", file=sys.stderr)
-        size = part.stat().st_size if part.exists() else 0
-        if size < pin.size:
-            raise SourceError(
-                f"download of {url} interrupted at {size} of {pin.size} bytes; "
-                f"{part.name} kept",
-                hint="rerun to resume",
-            )
-        verify(part, pin)
         try:
-            part.rename(dest)
-        except OSError as exc:
-            raise _local_error(exc, part, pin) from exc
-        part.with_name(part.name + ".lock").unlink(missing_ok=True)
+            _download_locked(url, dest, part, pin, timeout, attempts)
+        finally:
+            lock.unlink(missing_ok=True)
     return dest
 
 
