@@ -117,7 +117,7 @@ def test_a_complete_file_with_the_wrong_hash_is_deleted(mirror: tuple[str, Path]
     data, pin = _payload(root, "f.tar.xz")
     (root / "f.tar.xz").write_bytes(b"x" * len(data))  # the mirror serves another file
     dest = tmp_path / "f.tar.xz"
-    with pytest.raises(SourceError, match="sha256 .* != pinned") as exc:
+    with pytest.raises(SourceError, match=r"sha256 .* != pinned") as exc:
         sources.download(f"{url}/f.tar.xz", dest, pin)
     assert exc.value.exit_code == 3
     assert list(tmp_path.iterdir()) == [root]
