@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import BuildError, RvtorchError, UsageError
-from .paths import cache_dir, data_dir, repo_root
+from .paths import cache_dir, data_dir, keeps_wheel_on_failure, repo_root
 from .targets import Target, matrix
 from .torchspec import TorchVersion, torch_version
 
@@ -993,6 +993,7 @@ def mounted_image(engine: Any, image: str) -> Iterator[Path]:
             run([engine.path, "umount", ctr.handle], check=False, capture=True)
 
 
+@keeps_wheel_on_failure
 def publish(wheel: Path, out: Path, info: dict[str, Any], *,
             validation_dir: Path | None = None) -> dict[str, Any]:
     """Move ``wheel`` into ``out`` atomically with ``.sha256``, ``.build-info.json`` and, when

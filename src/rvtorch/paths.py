@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .errors import UsageError
+
+R = TypeVar("R")
 
 
 def repo_root() -> Path:
@@ -211,3 +215,34 @@ def reap_stale(root: Path) -> list[Path]:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
+
+
+# ------------------------------------------------------------------------------- publishing
+UNPUBLISHED = "unpublished"
+
+
+def keeps_wheel_on_failure(publish: Callable[..., R]) -> Callable[..., R]:
+    """Decorate ``publish(wheel, out, ...)``: a write error into ``out`` (full disk, a folder
+    removed or made read-only during the build) keeps the wheel in ``$CACHE/unpublished/`` and
+    says so in one line (exit 2), instead of losing hours of build with the temporary folder."""
+    import functools
+    import shutil
+
+    @functools.wraps(publish)
+    def wrapper(wheel: Path, out: Path, *args: Any, **kwargs: Any) -> R:
+        try:
+            return publish(wheel, out, *args, **kwargs)
+        except OSError as exc:
+            keep = cache_dir() / UNPUBLISHED
+            keep.mkdir(exist_ok=True)
+            try:
+                # Same file system as the build's temporary folder: a rename needs no space.
+                os.replace(wheel, keep / wheel.name)
+            except OSError:
+                shutil.copy2(wheel, keep / wheel.name)
+            raise UsageError(
+                f"cannot publish {wheel.name} into {out}: {_strerror(exc)}",
+                hint=f"the wheel is kept at {keep / wheel.name}; fix {out} and copy it there",
+            ) from exc
+
+    return wrapper
