@@ -2,7 +2,7 @@
 
 Exit codes (documented in the README):
   0 ok, 2 usage/configuration/environment error, 3 source/hash/patch error,
-  4 build error, 5 validation failure.
+  4 build error, 5 validation failure, 130 interrupted (Ctrl-C or SIGTERM; ``cli.main``).
 """
 
 from __future__ import annotations
