@@ -3,7 +3,7 @@
 * ``test_core_*``: the libtorch training core alone (fl_core_test, no FastFlow), against Debian's
   libtorch 2.6.0, on riscv64 (QEMU) and natively on x86: always runs.
 * ``test_scheme``: both FastFlow programs (FastFlow from the project's recipe on the pinned
-  source) on every target under QEMU and natively on x86; every round's global model must be
+  source) on riscv64 under QEMU and natively on x86; every round's global model must be
   bit-identical to the sequential FedAvg of fl_core_test on the same platform.
 * ``test_like_python_scheme``: parity with the Python gloo scheme (``rvtorch.validate.fl``) on
   the same shards and seeds and with its hyper-parameters.
@@ -75,8 +75,15 @@ def test_core_target_matches_x86() -> None:
     assert max(diffs) <= PARITY_TOL, (rv["rounds"], x86["rounds"])
 
 
+# riscv64 under QEMU and x86 natively. aarch64's FastFlow runtime is proven by the recipe's
+# test_package under QEMU (tests/integration/test_deps_recipes.py); its scheme build (another
+# libtorch-heavy cross build) does not fit CI's budget and runs by hand
+# (`python -m rvtorch.fastflow_fl aarch64 p2p`).
+SCHEME_PLATFORMS = (matrix().arches[0], HOST)
+
+
 @pytest.mark.parametrize("scheme", sorted(fastflow_fl.SCHEMES))
-@pytest.mark.parametrize("arch", [*matrix().arches, HOST])
+@pytest.mark.parametrize("arch", SCHEME_PLATFORMS)
 def test_scheme(arch: str, scheme: str, fastflow_source: None) -> None:
     res = fastflow_fl.run_fastflow_fl(arch, scheme=scheme, workers=WORKERS, rounds=ROUNDS)
     assert fastflow_fl.check_result(res) == []
@@ -93,7 +100,7 @@ def test_scheme(arch: str, scheme: str, fastflow_source: None) -> None:
     print(f"{scheme} {arch}: {s['seconds_per_round']:.3f} s/round, accuracy {s['accuracies']}")
 
 
-@pytest.mark.parametrize("arch", [HOST, matrix().arches[0]])
+@pytest.mark.parametrize("arch", SCHEME_PLATFORMS)
 def test_like_python_scheme(arch: str, fastflow_source: None) -> None:
     """Same shards, seeds and hyper-parameters, weighted FedAvg: both C++ schemes end within
     PYTHON_TOL of the Python gloo scheme's final accuracy, every worker holding the same model."""
