@@ -43,29 +43,33 @@ ensure_venv() {
 # The host packages every entry point needs (one list; scripts/build_torch.sh, rvtorch.sh and
 # test.sh all call ensure_host_packages): a container engine (buildah builds without a daemon;
 # podman beside it), debootstrap for the offline base image and target root filesystems,
-# qemu-user-static for running target programs, python3-venv for the project venv, the archive
+# qemu-user-static for running target programs, python3 + python3-venv for the project venv, the archive
 # tools, and each target's binutils (its strip, for wheel repair), one per triple in targets.toml.
-HOST_PACKAGES=(buildah podman debootstrap qemu-user-static python3-venv xz-utils zstd git ca-certificates openssh-client e2fsprogs)
+HOST_PACKAGES=(buildah podman debootstrap qemu-user-static python3 python3-venv xz-utils zstd git ca-certificates openssh-client e2fsprogs)
 
 host_packages() {
-  local triple
   printf '%s\n' "${HOST_PACKAGES[@]}"
-  while read -r triple; do printf 'binutils-%s\n' "$triple"; done < <(
-    "$(host_python)" -c 'import sys, tomllib
-for t in tomllib.load(open(sys.argv[1], "rb"))["target"].values(): print(t["triple"])' \
-      "$RVTORCH_ROOT/toolchains/targets.toml")
+  # Read with sed, not Python: on a fresh machine this runs before any Python is installed.
+  sed -n 's/^triple *= *"\([^"]*\)".*/binutils-\1/p' "$RVTORCH_ROOT/toolchains/targets.toml"
 }
 
 # Install the missing host packages (as root), or name the exact command and exit 2 (not root).
 # RVTORCH_SKIP_APT=1 skips the check (a machine set up by other means).
 ensure_host_packages() {
+  local p wanted=()
+  while read -r p; do wanted+=("$p"); done < <(host_packages)
+  ensure_apt_packages "${wanted[@]}"
+}
+
+# ensure_apt_packages PKG...: the same for any list (test.sh adds npm for its lint tier).
+ensure_apt_packages() {
   [ -z "${RVTORCH_SKIP_APT:-}" ] || return 0
   command -v dpkg-query >/dev/null 2>&1 ||
-    die "not a Debian/Ubuntu host: install buildah, debootstrap, qemu-user-static and python3-venv yourself, then set RVTORCH_SKIP_APT=1"
+    die "not a Debian/Ubuntu host: install $* yourself, then set RVTORCH_SKIP_APT=1"
   local p missing=()
-  while read -r p; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done < <(host_packages)
+  done
   [ "${#missing[@]}" -gt 0 ] || return 0
   [ "$(id -u)" -eq 0 ] || die "missing host packages; run: sudo apt-get install -y --no-install-recommends ${missing[*]}"
   log "apt-get install ${missing[*]}"

