@@ -260,6 +260,7 @@ def _download_locked(url: str, dest: Path, part: Path, pin: PinnedFile, timeout:
         if attempt + 1 < attempts and part.stat().st_size < pin.size:
             print(f"  {pin.name}: connection closed at {part.stat().st_size} of {pin.size} "
                   "bytes; resuming", file=sys.stderr)
+            time.sleep(min(0.2 * (attempt + 1), 2.0))  # a flaky mirror gets a moment
     size = part.stat().st_size if part.exists() else 0
     if size < pin.size:
         raise SourceError(
@@ -274,12 +275,13 @@ def _download_locked(url: str, dest: Path, part: Path, pin: PinnedFile, timeout:
 
 
 def download(url: str, dest: Path, pin: PinnedFile, *, timeout: float = 60,
-             attempts: int = 5) -> Path:
+             attempts: int = 30) -> Path:
     """Fetch ``url`` to ``dest`` (resuming ``dest.part``) and verify it against ``pin``.
 
     A connection the server closes early leaves ``dest.part``; the download resumes from it
-    with an HTTP Range request, up to ``attempts`` times in this run while each attempt brings
-    new bytes, and in the next run after that.
+    with an HTTP Range request as long as each attempt brings new bytes (at most ``attempts``
+    in this run, so a mirror that keeps dropping still finishes), and in the next run after
+    that.
     """
     part = dest.with_name(dest.name + ".part")
     if dest.exists():
