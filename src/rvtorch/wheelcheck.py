@@ -27,6 +27,7 @@ import csv
 import dataclasses
 import email.parser
 import email.policy
+import errno
 import hashlib
 import io
 import os
@@ -308,18 +309,16 @@ def elf_problems(fh: IO[bytes], size: int) -> list[str]:
         problems.append("no section headers" if nsec == 0 else
                         "section header table beyond the end of the file")
         return problems
-    shstrndx = h["e_shstrndx"]
-    if shstrndx == "SHN_XINDEX":
-        shstrndx = elf._get_section_header(0)["sh_link"]
-    if not isinstance(shstrndx, int) or not 0 < shstrndx < nsec:
-        problems.append(f"section name table index {h['e_shstrndx']} out of range")
+    shstrndx = h["e_shstrndx"]  # "SHN_XINDEX" (more than 0xff00 sections): pyelftools follows
+    if shstrndx != "SHN_XINDEX" and not (isinstance(shstrndx, int) and 0 < shstrndx < nsec):
+        problems.append(f"section name table index {shstrndx} out of range")
         return problems
     dynamic_section = False
-    for i in range(nsec):
-        sh = elf._get_section_header(i)
-        if sh["sh_type"] != "SHT_NOBITS" and sh["sh_offset"] + sh["sh_size"] > size:
-            problems.append(f"section {i} extends beyond the end of the file")
-        dynamic_section |= sh["sh_type"] == "SHT_DYNAMIC"
+    for i, section in enumerate(elf.iter_sections()):
+        if section["sh_type"] != "SHT_NOBITS" and (
+                section["sh_offset"] + section["sh_size"] > size):
+            problems.append(f"section {i} ({section.name}) extends beyond the end of the file")
+        dynamic_section |= section["sh_type"] == "SHT_DYNAMIC"
     for i in range(h["e_phnum"]):
         ph = elf.get_segment(i)
         if ph["p_offset"] + ph["p_filesz"] > size:
@@ -868,9 +867,9 @@ def _read_members(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], skip: set[i
             h = hashlib.sha256()
             scanner: BuildPathScanner | None = None
             is_elf = False
-            head = b""
+            head = bytearray()
             try:
-                with zf.open(info) as src, spill.open("wb") as dst:
+                with zf.open(info) as src, _spill(spill) as dst:
                     first = True
                     while block := src.read(1 << 20):
                         if first:
@@ -883,7 +882,7 @@ def _read_members(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], skip: set[i
                         if scanner is not None:
                             scanner.feed(block)
                         if is_elf:
-                            dst.write(block)
+                            _write(dst, block, spill)
                         if (name in keep or link) and len(head) < (64 << 20):
                             head += block
             except _ZIP_ERRORS as exc:
@@ -892,9 +891,9 @@ def _read_members(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], skip: set[i
                 continue
             member.digest = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
             if name in keep:
-                kept[name] = head
+                kept[name] = bytes(head)
             if link:
-                report.fail("path", name, _symlink_problem(name, head[:_LINK_MAX]))
+                report.fail("path", name, _symlink_problem(name, bytes(head[:_LINK_MAX])))
             if scanner is not None:
                 scanner.finish()
             for found in sorted(scanner.found if scanner else ()):
@@ -914,6 +913,33 @@ def _read_members(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], skip: set[i
                 extensions.append(name)
     _check_linkage(elves, extensions, t, report)
     return members
+
+
+def _spill(path: Path) -> io.FileIO:
+    """The temp copy of an ELF member. Failing to write it is this machine's problem (exit 2),
+    not the wheel's, so it is kept apart from the zip errors that become findings: unbuffered,
+    so that a full disk fails in ``_write`` and never later in a flush at close."""
+    try:
+        return io.FileIO(path, "w")
+    except OSError as exc:
+        raise _temp_error(path, exc) from exc
+
+
+def _write(dst: io.FileIO, block: bytes, path: Path) -> None:
+    view = memoryview(block)
+    try:
+        while view:
+            written = dst.write(view)
+            if not written:  # a regular file never takes nothing; do not spin
+                raise OSError(errno.EIO, "no progress writing")
+            view = view[written:]
+    except OSError as exc:
+        raise _temp_error(path, exc) from exc
+
+
+def _temp_error(path: Path, exc: OSError) -> UsageError:
+    return UsageError(f"cannot write {path}: {exc.strerror or exc}",
+                      hint="free space in the temp directory or set TMPDIR")
 
 
 def _read_directory_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo,

@@ -381,3 +381,22 @@ def test_regular_mode_without_type_bits_is_a_file(tmp_path: Path,
                for e in valid_entries()]
     code, out, err = run(capsys, str(wheel_of(tmp_path, entries)))
     assert (code, err) == (0, ""), out + err
+
+
+def test_a_temp_copy_that_cannot_be_written_is_this_machines_problem(tmp_path: Path) -> None:
+    """An ELF member is copied to a temp file for pyelftools. A full disk there (here: a file
+    size limit, EFBIG) is an environment error (exit 2), not a verdict on the wheel."""
+    import resource
+    import subprocess
+    import sys
+
+    wheel = valid_wheel(tmp_path)
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256, 256))  # the riscv64 _C is 592 bytes
+
+    proc = subprocess.run([sys.executable, "-m", "rvtorch", "check-wheel", str(wheel)],
+                          capture_output=True, text=True, preexec_fn=small_files, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("rvtorch: error: cannot write ")
