@@ -30,27 +30,30 @@ def test_aten_rvv_group_is_optional_and_documented() -> None:
     tv = torch_version()
     series = series_for(tv)
     assert series.features() == ("aten-rvv",)
-    [rvv] = series.optional
-    assert rvv.feature == "aten-rvv" and rvv.type == "feature"
-    assert rvv.file.startswith("aten-rvv/") and rvv.path.is_file()
-    # Not in the default series: every build and its tree digest stay as they were.
-    assert rvv not in series.patches
-    assert rvv not in series.for_provider("debian")
+    vec, capability = series.optional
+    for rvv in series.optional:
+        assert rvv.feature == "aten-rvv" and rvv.type == "feature"
+        assert rvv.file.startswith("aten-rvv/") and rvv.path.is_file()
+        # Not in the default series: every build and its tree digest stay as they were.
+        assert rvv not in series.patches
+        assert rvv not in series.for_provider("debian")
+        text = rvv.path.read_text()
+        assert text.startswith("From ") and "Subject: [PATCH" in text
+        for word in ("Symptom", "Cause", "Alternatives", "Upstream status"):
+            assert word in text, (rvv.file, word)
     assert all("/" not in p.file for p in series.patches)
     assert series.digest("debian") == _default_digest(tv.patch_dir, "debian")
-    # Named: after the whole default series, and a different digest (a different tree).
+    # Named: after the whole default series, in file order, and a different digest (tree).
     named = series.for_provider("debian", ["aten-rvv"])
-    assert named[:-1] == series.for_provider("debian") and named[-1] == rvv
+    assert named[: len(series.patches)] == series.for_provider("debian")
+    assert named[len(series.patches):] == (vec, capability)
     assert series.digest("debian", ["aten-rvv"]) != series.digest("debian")
-    text = rvv.path.read_text()
-    assert text.startswith("From ") and "Subject: [PATCH" in text
-    for word in ("Symptom", "Cause", "Design", "Alternatives", "Upstream status"):
-        assert word in text, word
-    # The headers it adds are the RVV Vectorized, selected by CPU_CAPABILITY_RVV.
-    added = re.findall(r"^\+\+\+ b/(\S+)", text, re.M)
+    # 0001 adds the RVV Vectorized, selected by CPU_CAPABILITY_RVV; 0002 the kernels capability.
+    added = re.findall(r"^\+\+\+ b/(\S+)", vec.path.read_text(), re.M)
     assert "aten/src/ATen/cpu/vec/vec256/rvv/vec256_float_rvv.h" in added
     assert "aten/src/ATen/cpu/vec/vec256/rvv/vec256_double_rvv.h" in added
-    assert "CPU_CAPABILITY_RVV" in text
+    changed = re.findall(r"^\+\+\+ b/(\S+)", capability.path.read_text(), re.M)
+    assert {"cmake/Codegen.cmake", "aten/src/ATen/native/DispatchStub.cpp"} <= set(changed)
 
 
 def test_unknown_feature_is_a_usage_error() -> None:
