@@ -92,6 +92,11 @@ CTR_OUT = "/rvtorch/out"
 BUILD_PYTHON = "/usr/bin/python3.13"
 # A default partial build: c10 and a few ATen CPU kernels (enough to prove compile + link).
 _ATEN_OBJ = "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen"
+# Optional patch groups (series.toml [[optional]]): the arches each is for, and the build flags
+# it needs. aten-rvv: the RVV Vectorized and kernels capability (docs/aten-rvv.md).
+FEATURE_ARCHES: dict[str, tuple[str, ...]] = {"aten-rvv": ("riscv64",)}
+FEATURE_ENV: dict[str, dict[str, str]] = {"aten-rvv": {"USE_RVV": "1"}}
+
 DEFAULT_PARTIAL_TARGETS = (
     "c10",
     f"{_ATEN_OBJ}/native/cpu/FillKernel.cpp.DEFAULT.cpp.o",
@@ -222,6 +227,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     # Which OpenBLAS is linked and bundled (openblas_plan): choice, ref, options, prefix, sha256.
     openblas: dict[str, Any] = field(default_factory=dict)
+    # Optional patch groups applied after the default series (--aten-rvv on: ["aten-rvv"]).
+    features: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -354,8 +361,12 @@ def make_plan(
     targets: Sequence[str] = (),
     overrides: Mapping[str, str] | None = None,
     openblas: str = "sysroot",
+    features: Sequence[str] = (),
 ) -> Plan:
-    """Resolve a build without touching the network, the cache or a container."""
+    """Resolve a build without touching the network, the cache or a container.
+
+    ``features`` name optional patch groups of the series (``--aten-rvv on``: aten-rvv), applied
+    after the default series, with their build switches (FEATURE_ENV); none by default."""
     from .patches import series_for
 
     t = matrix().target(arch)
@@ -373,7 +384,11 @@ def make_plan(
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     blas = openblas_plan(t, openblas)
     series = series_for(tv)
-    patches = series.for_provider(provider)
+    for feature in features:
+        arches = FEATURE_ARCHES.get(feature)
+        if arches is not None and arch not in arches:
+            raise UsageError(f"--{feature} on is for {', '.join(arches)}, not {arch}")
+    patches = series.for_provider(provider, features)
     if provider == "debian":
         source: dict[str, Any] = {
             "provider": "debian",
@@ -400,10 +415,12 @@ def make_plan(
     flags = tv.resolve_env(provider=provider, arch=arch, overrides=overrides)
     env = {**flags, **cross_env(t, tv), **cache_env(cache), **openblas_env(blas),
            "MAX_JOBS": str(jobs)}
+    for feature in features:
+        env.update(FEATURE_ENV.get(feature, {}))
     if overrides:  # the command line wins over the computed cross/cache values too
         env.update(overrides)
     prepare = list(tv.debian.prepare) if provider == "debian" else []
-    recipe = {"series": series.digest(provider), "source": source, "prepare": prepare}
+    recipe = {"series": series.digest(provider, features), "source": source, "prepare": prepare}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     notes = []
     if provider == "upstream":
@@ -435,6 +452,7 @@ def make_plan(
         prepare=prepare,
         notes=notes,
         openblas=blas,
+        features=list(features),
     )
 
 
@@ -747,7 +765,7 @@ def prepare_tree(plan: Plan, provider: str, mirror: str | None) -> Path:
         return dest
     with staging(dest) as tmp:
         unpack_into(tv, provider, tmp, mirror=mirror)
-        apply_in_place(series_for(tv).for_provider(provider), tmp)
+        apply_in_place(series_for(tv).for_provider(provider, plan.features), tmp)
         (tmp / ".rvtorch-prepared").write_text(json.dumps(plan.patches, indent=1) + "\n")
     return dest
 

@@ -109,3 +109,39 @@ def test_unknown_table_names_optional(series_dir: Path) -> None:
     with pytest.raises(UsageError, match=r"unknown table 'optionl'") as exc:
         load_series(series_dir)
     assert exc.value.hint and "optional" in exc.value.hint
+
+
+# ------------------------------------------------------------------ the --aten-rvv build flag
+def test_build_plan_without_the_flag_is_unchanged() -> None:
+    from rvtorch import build
+
+    plan = build.make_plan("riscv64", provider="debian", stage="partial")
+    series = series_for(torch_version())
+    assert plan.features == [] and "USE_RVV" not in plan.env
+    assert [p["file"] for p in plan.patches] == [p.file for p in series.for_provider("debian")]
+
+
+def test_build_plan_with_aten_rvv_on() -> None:
+    from rvtorch import build
+
+    off = build.make_plan("riscv64", provider="debian", stage="partial")
+    on = build.make_plan("riscv64", provider="debian", stage="partial", features=["aten-rvv"])
+    assert on.features == ["aten-rvv"] and on.env["USE_RVV"] == "1"
+    assert "-DUSE_RVV=1" in on.cmake
+    files = [p["file"] for p in on.patches]
+    assert files[: len(off.patches)] == [p["file"] for p in off.patches]
+    assert all(f.startswith("aten-rvv/") for f in files[len(off.patches):])
+    assert len(files) > len(off.patches)
+    # Another patched tree: the running default build's tree is never touched.
+    assert on.tree != off.tree
+    assert on.to_json()["features"] == ["aten-rvv"]  # recorded in build-info
+
+
+def test_aten_rvv_flag_on_another_arch_is_a_usage_error() -> None:
+    from tests.conftest import run_cli
+
+    r = run_cli("build", "--arch", "aarch64", "--source", "debian", "--dry-run",
+                "--aten-rvv", "on")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "rvtorch: error: --aten-rvv on is for riscv64, not aarch64"]

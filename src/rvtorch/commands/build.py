@@ -71,6 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "as `rvtorch deps build` makes it (built first when missing or built otherwise); "
         "deployed: what `rvtorch deps build` last deployed, never built here",
     )
+    p.add_argument("--aten-rvv", choices=("on", "off"), default="off",
+                   help="riscv64: apply the aten-rvv patches (ATen's RVV CPU capability, chosen "
+                   "at run time) and build with USE_RVV=1 (default off; docs/aten-rvv.md)")
     p.add_argument("--debian-mirror", type=MIRROR, default=None,
                    help="Debian archive URL for the debian source")
     p.add_argument("--engine", default=None, help="container engine (docker, podman, buildah)")
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         targets=args.targets,
         overrides=overrides,
         openblas=args.openblas,
+        features=("aten-rvv",) if args.aten_rvv == "on" else (),
     )
     if args.dry_run:
         print(json.dumps(plan.to_json(), indent=2))
