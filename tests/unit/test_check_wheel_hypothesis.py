@@ -19,7 +19,7 @@ Profiles (``RVTORCH_HYPOTHESIS_PROFILE``): ``unit`` (default, 120 examples, seco
 ``long`` (3000 examples, minutes; benchmarks/bench_faults.py runs it)::
 
     RVTORCH_HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest \\
-        tests/unit/test_check_wheel_fuzz.py -q
+        tests/unit/test_check_wheel_hypothesis.py -q
 
 No example database is written (``database=None``): a failure prints its reproduction blob.
 """
