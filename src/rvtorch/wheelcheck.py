@@ -124,6 +124,11 @@ _RECORD_EXEMPT = ("RECORD", "RECORD.jws", "RECORD.p7s")
 _DATA_SCHEMES = frozenset({"purelib", "platlib", "headers", "scripts", "data"})
 # Core metadata versions (packaging.metadata validates the fields; see _check_metadata).
 _METADATA_VERSIONS = ("1.0", "1.1", "1.2", "2.1", "2.2", "2.3", "2.4")
+# The order findings are reported in (the error line names the first): what makes the file
+# unsafe or unreadable, then what makes it not this wheel, then what would fail on the board.
+_CHECK_ORDER = {c: i for i, c in enumerate((
+    "zip", "path", "record", "metadata", "name", "version", "tag", "elf", "machine",
+    "float-abi", "soabi", "symbols", "needed", "rpath", "build-path", "unwanted"))}
 # Only the first bytes of a symlink entry are its target.
 _LINK_MAX = 4096
 # zipfile never yields more than a member's declared size, so refusing to read members that
@@ -655,16 +660,16 @@ def _verify_record(record_name: str, data: bytes, members: dict[str, _Member],
             if path == record_name and (digest or size):
                 report.fail("record", path, "RECORD's own row must have no hash and no size")
             continue
-        member = members.get(path)
-        if member is None:
-            report.fail("record", path, "listed in RECORD but missing from the wheel")
-            continue
         algo, sep, value = digest.partition("=")
         if algo != "sha256" or not sep or not value:
             report.fail("record", path, f"RECORD hash {digest!r} is not sha256=<digest>")
             continue
         if not re.fullmatch(r"[0-9]+", size):
             report.fail("record", path, f"RECORD size {size!r} is not a number of bytes")
+            continue
+        member = members.get(path)
+        if member is None:
+            report.fail("record", path, "listed in RECORD but missing from the wheel")
             continue
         if member.error:
             continue  # already a finding: the content could not be read
@@ -820,6 +825,7 @@ def check_wheel(path: Path | str, arch: str | Target | None = None, *,
                 _check_metadata(member, kept[member], version, report)
             else:
                 _check_wheel_file(member, kept[member], tags, build, report)
+    report.findings.sort(key=lambda f: _CHECK_ORDER.get(f.check, len(_CHECK_ORDER)))
     return report
 
 

@@ -400,3 +400,11 @@ def test_a_temp_copy_that_cannot_be_written_is_this_machines_problem(tmp_path: P
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("rvtorch: error: cannot write ")
+
+
+def test_the_error_line_names_the_most_basic_finding(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """An unsafe member in a wheel that also lacks _C: the line says [path], not [soabi]."""
+    entries = [e for e in valid_entries() if e.name != C_EXT]
+    line = assert_fails(capsys, wheel_of(tmp_path, [*entries, Entry("../evil.py", b"")]))
+    assert "fails 2 check(s): [path] ../evil.py" in line
