@@ -147,8 +147,9 @@ def leftovers(cache: Path, out: Path | None = None) -> dict[str, list[str]]:
     if deb.is_dir():
         found["partial"] = sorted(p.name for p in deb.iterdir() if p.name.endswith(".part"))
     trees = cache / "trees"
-    if trees.is_dir():  # hidden folders beside trees: the old staging layout
-        found["staging"] += sorted(p.name for p in trees.iterdir() if p.name.startswith("."))
+    if trees.is_dir():  # hidden folders beside trees: the old staging layout (locks are files)
+        found["staging"] += sorted(p.name for p in trees.iterdir()
+                                   if p.name.startswith(".") and p.is_dir())
     if out is not None and out.is_dir():
         found["dist"] = sorted(p.name for p in out.iterdir())
     return found
@@ -656,7 +657,18 @@ class Bench:
                   "rvtorch " + " ".join(argv) + ", SIGKILL in tar", -9)
         env = cache_env(cache)
 
-        def kill_when(cond: Callable[[], bool], timeout: float) -> tuple[Result, bool]:
+        def drop_containers(pid: int) -> list[str]:
+            """Working containers the killed run had made (engine.py names them
+            rvtorch-<pid>-...): removed, they are ours."""
+            r = subprocess.run(["buildah", "containers", "--format", "{{.ContainerName}}"],
+                               capture_output=True, text=True, check=False)
+            mine = [n for n in r.stdout.split() if n.startswith(f"rvtorch-{pid}-")]
+            for n in mine:
+                subprocess.run(["buildah", "rm", n], capture_output=True, check=False)
+            return mine
+
+        def kill_when(cond: Callable[[], bool], timeout: float,
+                      delay: float) -> tuple[Result, bool]:
             proc = subprocess.Popen([*_py(), *argv], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
             hit = False
@@ -664,16 +676,19 @@ class Bench:
             while time.monotonic() < deadline and proc.poll() is None:
                 if cond():
                     hit = True
-                    time.sleep(0.5)
+                    time.sleep(delay)
                     os.kill(proc.pid, signal.SIGKILL)  # the rvtorch process only, as a user's kill
                     break
                 time.sleep(0.05)
             if proc.poll() is None and not hit:
                 os.killpg(proc.pid, signal.SIGKILL)
             o, e = proc.communicate(timeout=120)
+            containers[proc.pid] = drop_containers(proc.pid)
             return Result(proc.returncode, o, e, 0), hit
 
-        res, hit = kill_when(lambda: bool(tar_pids(str(cache))), 900)
+        containers: dict[int, list[str]] = {}
+
+        res, hit = kill_when(lambda: bool(tar_pids(str(cache))), 900, 0.5)
         describe(row, res)
         row.one_error_line = True
         row.first_stderr_line = row.error_line = "(killed)" if hit else res.stderr[-200:]
@@ -687,9 +702,13 @@ class Bench:
         row.checks["no_half_tree"] = tree is None
         # The rerun: the stale staging goes, the tree is prepared; stopped once it is there
         # (the configure that follows is the build's own business and takes minutes).
+        first = next(iter(containers.values()))
+        row.checks["no_container_left_by_the_kill_in_tar"] = first == []
         prepared = lambda: any((cache / "trees").glob("torch-*/.rvtorch-prepared")) \
             if (cache / "trees").is_dir() else False  # noqa: E731
-        r2, hit2 = kill_when(prepared, 900)
+        r2, hit2 = kill_when(prepared, 900, 0.0)
+        row.note = ("the rerun's own stop after tree preparation removed its working "
+                    f"containers {list(containers.values())[-1]}")
         after = leftovers(cache, out)
         row.rerun = {"command": "the same build, stopped once its tree is prepared",
                      "tree_prepared": hit2, "staging_after": after["staging"],
