@@ -146,10 +146,19 @@ class Finding:
     message: str
 
     def __str__(self) -> str:
-        # A hostile member name may hold newlines: the error stays one line.
-        member = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], self.member)
+        member, message = printable(self.member), printable(self.message)
         where = f"{member}: " if member else ""
-        return f"[{self.check}] {where}{self.message}"
+        return f"[{self.check}] {where}{message}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped. Member names and ELF strings come from the
+    wheel: a newline, or a separator such as \\x1e that ``str.splitlines`` splits on, must not
+    turn the one error line into two (or move the terminal's cursor)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass

@@ -408,3 +408,13 @@ def test_the_error_line_names_the_most_basic_finding(tmp_path: Path,
     entries = [e for e in valid_entries() if e.name != C_EXT]
     line = assert_fails(capsys, wheel_of(tmp_path, [*entries, Entry("../evil.py", b"")]))
     assert "fails 2 check(s): [path] ../evil.py" in line
+
+
+def test_control_characters_from_the_wheel_stay_on_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the property test: a flipped byte made DT_NEEDED 'libc.s\\x1e.6', and
+    str.splitlines() splits on \\x1e. Strings from the wheel are printed escaped."""
+    lib = shared_object("EM_RISCV", 5, "libx.so", ["libc.s\x1e.6", "libd\u2028.so"])
+    line = assert_fails(capsys, wheel_of(tmp_path, [*valid_entries(),
+                                                    Entry("torch/lib/libx.so", lib)]), "[needed]")
+    assert "libc.s\\x1e.6" in line

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import BuildError
 from ..targets import matrix
 from ..wheel import check_wheel
+from ..wheelcheck import printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report.summary())
     if not report.ok:
-        raise BuildError(f"{report.wheel} fails {len(report.findings)} check(s): "
+        raise BuildError(f"{printable(report.wheel)} fails {len(report.findings)} check(s): "
                          f"{report.findings[0]}")
     return 0
