@@ -15,8 +15,8 @@ broken RECORD row, METADATA in another encoding), so "view differs" means invali
 Only byte flips inside the ELF with RECORD updated have no oracle (a flipped byte of padding is
 harmless, one of e_shoff is not): for those the contract is the clean exit alone.
 
-Profiles (``RVTORCH_HYPOTHESIS_PROFILE``): ``unit`` (default, 120 examples, seconds) and
-``long`` (3000 examples, minutes; benchmarks/bench_faults.py runs it)::
+Profiles (``RVTORCH_HYPOTHESIS_PROFILE``): ``unit`` (default: the same 120 examples every run,
+seconds) and ``long`` (3000 new examples each run, minutes; benchmarks/bench_faults.py runs it)::
 
     RVTORCH_HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest \\
         tests/unit/test_check_wheel_hypothesis.py -q
@@ -48,7 +48,9 @@ _COMMON: dict[str, Any] = {
     "print_blob": True,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
-settings.register_profile("unit", max_examples=120, **_COMMON)
+# The unit tier runs the same 120 examples every time (CI stays reproducible); the long profile
+# draws new ones on every run, to find what the fixed set does not.
+settings.register_profile("unit", max_examples=120, derandomize=True, **_COMMON)
 settings.register_profile("long", max_examples=3000, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("RVTORCH_HYPOTHESIS_PROFILE", "unit"))
 
