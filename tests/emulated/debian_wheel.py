@@ -31,6 +31,8 @@ from tests.wheelkit import make_wheel
 REQUIRES = ("filelock", "typing-extensions>=4.10.0", 'setuptools; python_version >= "3.12"',
             'sympy==1.13.1; python_version >= "3.9"', "networkx", "jinja2", "fsspec")
 PACKAGES = ("torch", "torchgen", "functorch")
+# Not runtime: torch/lib is added below; headers, CMake files and test data are libtorch-dev's.
+SKIP = ("torch/lib/", "torch/include/", "torch/share/", "torch/test")
 
 
 def _key(arch: str, rootfs: Path) -> str:
@@ -58,9 +60,12 @@ def debian_torch_wheel(arch: str) -> Path:
         for pkg in PACKAGES:
             for f in sorted((site / pkg).rglob("*")):
                 rel = f.relative_to(site).as_posix()
-                if f.is_dir() or "__pycache__" in rel or rel.startswith("torch/lib/"):
+                if "__pycache__" in rel or rel.startswith(SKIP):
                     continue
-                files[rel] = resolve_in_rootfs(rootfs, "/" + f.relative_to(rootfs).as_posix())
+                real = resolve_in_rootfs(rootfs, "/" + f.relative_to(rootfs).as_posix())
+                # Links into packages this rootfs lacks (libtorch-dev's headers) dangle: skip.
+                if real.is_file():
+                    files[rel] = real
         # torch/lib: Debian links them to /usr/lib/<triple>; the wheel carries the files, under
         # the names the loader asks for (soname) and torch/__init__ opens (libtorch_global_deps.so).
         libdir = work / "lib"
