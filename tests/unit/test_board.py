@@ -178,7 +178,7 @@ def test_mem_and_config() -> None:
 def _tree(tmp_path: Path) -> QemuTree:
     root = tmp_path / "tree"
     for f in ("usr/bin/qemu-system-riscv64", "usr/bin/qemu-system-aarch64",
-              "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+              "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "usr/lib/x86_64-linux-gnu/libc.so.6",
               "usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"):
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         (root / f).write_text("")
@@ -200,6 +200,7 @@ def test_qemu_command(tmp_path: Path) -> None:
     argv = vm.qemu_command(ARM, vm.BoardConfig.make(ARM, "a64fx", 1, "2G"), _tree(tmp_path),
                            img, files, 2223)
     assert "-bios" not in argv and "console=ttyAMA0" in " ".join(argv)
+    assert argv[2] == str(tmp_path / "tree/usr/lib/x86_64-linux-gnu")  # --library-path
 
 
 def _state(files: vm.BoardFiles, pid: int) -> vm.BoardState:

@@ -106,7 +106,9 @@ class QemuTree:
         return found[0]
 
     def library_path(self) -> str:
-        dirs = [d for d in (self.root / "usr/lib").glob("*-linux-gnu*") if d.is_dir()]
+        # Only the host's own multiarch dir (the one with libc): opensbi also ships riscv dirs.
+        dirs = [d for d in (self.root / "usr/lib").glob("*-linux-gnu*")
+                if (d / "libc.so.6").exists()]
         return ":".join(str(d) for d in sorted(dirs))
 
     def command(self, program: str) -> list[str]:
