@@ -801,7 +801,7 @@ class Bench:
     # --------------------------------------------------------------------------- check-wheel
     def check_wheel(self) -> None:
         sys.path.insert(0, str(ROOT))
-        from tests.wheelkit import make_wheel
+        from tests.wheelkit import make_wheel, rewrite_wheel
 
         base_dir = self.work / "wheels"
         base = make_wheel(base_dir, {"torch/__init__.py": "from torch._C import *\n"})
@@ -845,24 +845,37 @@ class Bench:
                 "RECORD", lambda d: d + b"torch/x.py,sha256=abc\n")), "RECORD"),
             ("record_non_numeric_size", crafted("nonnum", replace(
                 "RECORD", lambda d: d + b"torch/y.py,sha256=abc,notanumber\n")), "RECORD"),
-            ("metadata_not_utf8", crafted("meta", replace(
-                "METADATA", lambda d: d + b"Summary: \xff\xfe\n")), "METADATA"),
-            ("header_only_elf_as_C", crafted("elf", add(
-                "torch/_C.cpython-313-riscv64-linux-gnu.so", elf64)), "_C"),
+        ]
+
+        def consistent(name: str, changes: dict[str, bytes]) -> Path:
+            """The base wheel with ``changes`` and a RECORD that agrees: only they are wrong."""
+            path = base_dir / name / base.name
+            path.parent.mkdir(parents=True)
+            return rewrite_wheel(base, changes, path)
+
+        meta = "torch-2.6.0+riscv64.dist-info/METADATA"
+        with zipfile.ZipFile(base) as zf:
+            meta_bytes = zf.read(meta)
+        probes += [
+            ("metadata_not_utf8", consistent("meta", {meta: meta_bytes + b"Summary: \xff\xfe\n"}),
+             "METADATA"),
+            ("header_only_elf_as_C", consistent(
+                "elf", {"torch/_C.cpython-313-riscv64-linux-gnu.so": elf64}), "_C"),
         ]
         # A member whose stored bytes no longer match its CRC (central directory intact).
         crc = base_dir / "crc" / base.name
         crc.parent.mkdir(parents=True)
         with zipfile.ZipFile(base) as zin, zipfile.ZipFile(crc, "w") as zout:
             for info in zin.infolist():
-                info.compress_type = zipfile.ZIP_STORED
-                zout.writestr(info, zin.read(info))
+                zout.writestr(zipfile.ZipInfo(info.filename, info.date_time), zin.read(info),
+                              compress_type=zipfile.ZIP_STORED)
         raw = bytearray(crc.read_bytes())
         at = raw.find(b"from torch._C import")
         raw[at] ^= 0x20
         crc.write_bytes(bytes(raw))
         probes.append(("member_bad_crc", crc, "crc"))
-        not_zip = base_dir / "notzip.whl"
+        not_zip = base_dir / "notzip" / base.name
+        not_zip.parent.mkdir()
         not_zip.write_bytes(b"not a zip at all")
         probes.append(("not_a_zip", not_zip, ""))
         for name, wheel, needle in probes:
@@ -875,6 +888,9 @@ class Bench:
             if needle:
                 row.checks["names_the_fault"] = needle.lower() in (
                     res.stdout + res.stderr).lower()
+            if name in ("metadata_not_utf8", "header_only_elf_as_C"):
+                # RECORD agrees with the members, so the finding must be about the content.
+                row.checks["not_a_record_finding"] = "[record]" not in row.error_line
             self.add(row, started)
         started = time.monotonic()
         row = Row("missing_wheel_file", "check-wheel", "rvtorch check-wheel /nonexistent.whl", 2)

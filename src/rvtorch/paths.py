@@ -222,27 +222,42 @@ UNPUBLISHED = "unpublished"
 
 
 def keeps_wheel_on_failure(publish: Callable[..., R]) -> Callable[..., R]:
-    """Decorate ``publish(wheel, out, ...)``: a write error into ``out`` (full disk, a folder
-    removed or made read-only during the build) keeps the wheel in ``$CACHE/unpublished/`` and
-    says so in one line (exit 2), instead of losing hours of build with the temporary folder."""
+    """Decorate ``publish(wheel, out, ...)`` so that publishing never loses the wheel.
+
+    * A write error into ``out`` (full disk, a folder removed or made read-only during the
+      build) keeps the wheel in ``$CACHE/unpublished/`` and says so in one line (exit 2),
+      instead of losing hours of build with the build's temporary folder.
+    * Publishers into one ``out`` take turns (a lock under the cache, never a file in
+      ``out``); holding it, any ``out/.publish-*`` staging folder belongs to a killed
+      publisher and is removed first.
+    """
+    import fcntl
     import functools
+    import hashlib
     import shutil
 
     @functools.wraps(publish)
     def wrapper(wheel: Path, out: Path, *args: Any, **kwargs: Any) -> R:
-        try:
-            return publish(wheel, out, *args, **kwargs)
-        except OSError as exc:
-            keep = cache_dir() / UNPUBLISHED
-            keep.mkdir(exist_ok=True)
+        locks = cache_dir() / "locks"
+        locks.mkdir(exist_ok=True)
+        key = hashlib.sha256(str(Path(os.path.abspath(out))).encode()).hexdigest()[:16]
+        with (locks / f"publish-{key}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                # Same file system as the build's temporary folder: a rename needs no space.
-                os.replace(wheel, keep / wheel.name)
-            except OSError:
-                shutil.copy2(wheel, keep / wheel.name)
-            raise UsageError(
-                f"cannot publish {wheel.name} into {out}: {_strerror(exc)}",
-                hint=f"the wheel is kept at {keep / wheel.name}; fix {out} and copy it there",
-            ) from exc
+                for stale in out.glob(".publish-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+                return publish(wheel, out, *args, **kwargs)
+            except OSError as exc:
+                keep = cache_dir() / UNPUBLISHED
+                keep.mkdir(exist_ok=True)
+                try:
+                    # Same file system as the build's temporary folder: a rename needs no space.
+                    os.replace(wheel, keep / wheel.name)
+                except OSError:
+                    shutil.copy2(wheel, keep / wheel.name)
+                raise UsageError(
+                    f"cannot publish {wheel.name} into {out}: {_strerror(exc)}",
+                    hint=f"the wheel is kept at {keep / wheel.name}; fix {out} and copy it there",
+                ) from exc
 
     return wrapper

@@ -52,3 +52,17 @@ def test_a_full_out_keeps_the_wheel_and_leaves_nothing_there(wheel: Path,
         assert (tmp_path / "cache" / "unpublished" / NAME).read_bytes() == data
     finally:
         subprocess.run(["umount", str(out)], check=False)
+
+
+def test_a_killed_publishers_staging_is_removed_by_the_next(wheel: Path,
+                                                             tmp_path: Path) -> None:
+    """A publisher killed mid-copy leaves out/.publish-XXXX/<half a wheel> (what
+    benchmarks/bench_faults.py produces with a real SIGKILL); the next publish removes it."""
+    out = tmp_path / "dist"
+    stale = out / ".publish-k1ll3d00"
+    stale.mkdir(parents=True)
+    (stale / NAME).write_bytes(b"PK\x03\x04 half a wheel")
+    res = build.publish(wheel, out, {"steps": {}})
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [NAME, f"{NAME}.sha256", f"{NAME}.build-info.json"])
+    assert res["published"] == str(out / NAME)
