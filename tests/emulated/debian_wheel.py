@@ -35,6 +35,18 @@ PACKAGES = ("torch", "torchgen", "functorch")
 SKIP = ("torch/lib/", "torch/include/", "torch/share/", "torch/test")
 
 
+def _soname(lib: Path) -> str:
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+
+    with lib.open("rb") as fh:
+        for sec in ELFFile(fh).iter_sections():
+            if isinstance(sec, DynamicSection):
+                for tag in sec.iter_tags("DT_SONAME"):
+                    return str(tag.soname)
+    raise AssertionError(f"{lib} has no DT_SONAME")
+
+
 def _key(arch: str, rootfs: Path) -> str:
     h = hashlib.sha256()
     h.update(json.dumps((read_manifest(rootfs) or {}).get("packages"), sort_keys=True).encode())
@@ -74,7 +86,7 @@ def debian_torch_wheel(arch: str) -> Path:
             real = resolve_in_rootfs(rootfs, "/" + link.relative_to(rootfs).as_posix())
             # The soname (libtorch_cpu.so.2.6) is what the loader asks for; torch/__init__
             # opens lib/libtorch_global_deps.so by that name.
-            name = link.name if "global_deps" in link.name else real.name
+            name = link.name if "global_deps" in link.name else _soname(real)
             dest = libdir / name
             shutil.copy2(real, dest)
             # Each finds its siblings in torch/lib (as upstream's wheels do), so repair does not
