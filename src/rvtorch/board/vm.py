@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import BuildError, UsageError
 from ..proc import echo
+from ..rootfs import _terminate_as_interrupt
 from ..targets import CpuModel, Target
 from .image import (
     QEMU_SYSTEM,
@@ -48,6 +49,11 @@ DEFAULT_BOOT_TIMEOUT = 900.0
 PANIC_MARKERS = ("Kernel panic", "end Kernel panic", "Unable to mount root fs",
                  "Gave up waiting for root file system")
 CONSOLE = {"riscv64": "ttyS0", "aarch64": "ttyAMA0"}
+# systemd's 90 s start and device timeouts are guest time, which runs on while a TCG vCPU waits
+# for a busy host core: on a loaded 2-core host, networkd and udev devices then "time out" and
+# the board never gets a network. Hangs are caught by `up --timeout` instead.
+BOOT_ARGS = ("systemd.show_status=1 systemd.default_timeout_start_sec=1800 "
+             "systemd.default_device_timeout_sec=1800")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,7 +194,7 @@ def qemu_command(t: Target, cfg: BoardConfig, tree: QemuTree, image: BoardImage,
         argv += ["-bios", str(tree.opensbi())]
     argv += [
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-        "-append", f"root=/dev/vda rw console={CONSOLE[t.arch]} systemd.show_status=1",
+        "-append", f"root=/dev/vda rw console={CONSOLE[t.arch]} {BOOT_ARGS}",
         "-drive", f"file={files.disk},format=qcow2,if=none,id=hd0,cache=unsafe",
         "-device", "virtio-blk-device,drive=hd0",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
@@ -306,7 +312,9 @@ def up(t: Target, cfg: BoardConfig, *, timeout: float = DEFAULT_BOOT_TIMEOUT,
     write_state(files, state)
     remote = remote_for(image, files, port)
     try:
-        _wait_ready(t, files, remote, state, proc, timeout)
+        # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: QEMU is stopped, not orphaned.
+        with _terminate_as_interrupt():
+            _wait_ready(t, files, remote, state, proc, timeout)
     except BaseException:
         _stop_pid(proc.pid, files)
         files.state.unlink(missing_ok=True)
