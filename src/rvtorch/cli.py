@@ -106,6 +106,31 @@ def torch_version_arg(value: str) -> str:
     return torch_version(value).version
 
 
+def output_file_arg(value: str) -> Path:
+    """A file to write later: its folder is proven writable now (nothing is created)."""
+    from .errors import UsageError
+    from .paths import check_writable_dir
+
+    path = Path(os.path.abspath(Path(value).expanduser()))
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, a file name is expected")
+    check_writable_dir(path.parent, create=False, what="folder of")
+    return path
+
+
+def openblas_version_arg(value: str) -> str:
+    """An OpenBLAS version the repository's recipe serves (recipes/openblas/config.yml)."""
+    from .conan import recipe_versions
+    from .errors import UsageError
+    from .targets import suggest
+
+    versions = recipe_versions("openblas")
+    if value not in versions:
+        raise UsageError(f"OpenBLAS {value!r} is not a version recipes/openblas serves",
+                         hint=suggest(value, tuple(versions)))
+    return value
+
+
 def positive_int_arg(value: str) -> int:
     from .errors import UsageError
 
@@ -125,6 +150,8 @@ DIR = _checked(dir_arg, "directory")
 MIRROR = _checked(mirror_arg, "URL")
 TORCH_VERSION = _checked(torch_version_arg, "version")
 POSITIVE_INT = _checked(positive_int_arg, "number")
+OUTPUT_FILE = _checked(output_file_arg, "file")
+OPENBLAS_VERSION = _checked(openblas_version_arg, "version")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -115,6 +115,10 @@ def test_malformed_mirror_in_the_environment_fails_before_work(tmp_path: Path) -
     (["patches", "apply", "/nonexistent/tree"], "not found"),
     (["run", "--arch", "riscv64", "--rootfs", "/nonexistent", "--", "true"], "--rootfs"),
     (["nosuchcommand"], "invalid choice"),
+    (["deps", "fetch", "--openblas-version", "0.3.3"], "did you mean"),
+    (["deps", "fetch", "--source-mirror", "/nonexistent"], "--source-mirror"),
+    (["bench", "gemm", "--output", "/proc/nope/gemm.json"], "--output"),
+    (["bench", "gemm", "--ours", "/nonexistent/libopenblas.so.0"], "--ours"),
 ])
 def test_argument_errors_print_the_reason_first(argv: list[str], needle: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:

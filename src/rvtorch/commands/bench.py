@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from .. import gemm_bench
-from ..cli import FILE
+from ..cli import FILE, OUTPUT_FILE
 from ..errors import UsageError
 
 
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     g.add_argument("--lib", action="append", default=[], metavar="NAME=PATH",
                    help="with --native: a BLAS library to measure (repeatable)")
     g.add_argument("--objdump", help="with --native: objdump to count RVV instructions with")
-    g.add_argument("--output", type=Path, help="results file (default: "
+    g.add_argument("--output", type=OUTPUT_FILE, help="results file (default: "
                    "benchmarks/results/gemm.json in a checkout, else the cache)")
     g.set_defaults(func=run_gemm)
 

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from .. import conan, deps
-from ..cli import DIR, FILE, MIRROR
+from ..cli import DIR, FILE, MIRROR, OPENBLAS_VERSION
 from ..errors import UsageError
 from ..targets import matrix, target
 
@@ -35,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         q.add_argument("--debian-mirror", type=MIRROR, metavar="URL",
                        help="Debian archive to fetch orig tarballs from (default: "
                        "$RVTORCH_DEBIAN_MIRROR, then the host's apt sources)")
-        q.add_argument("--openblas-version", default=deps.OPENBLAS_VERSION,
+        q.add_argument("--openblas-version", type=OPENBLAS_VERSION,
+                       default=deps.OPENBLAS_VERSION,
                        help=f"OpenBLAS recipe version (default {deps.OPENBLAS_VERSION}, Debian's "
                        "repack: the source every Debian mirror serves)")
 
