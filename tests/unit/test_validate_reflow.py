@@ -237,3 +237,15 @@ def test_wrong_weights_fail_the_parity_checks(tmp_path: Path) -> None:
     failed = {c["name"] for c in tgt["checks"] if not c["ok"]}
     assert "8gaussians:student_reference_matches_host" in failed
     assert "8gaussians:teacher_reference_matches_host" not in failed
+
+
+def _selftests() -> list[Any]:
+    from rvtorch.validate import selftest
+
+    return selftest.TESTS
+
+
+@pytest.mark.parametrize("case", _selftests(), ids=lambda f: f.__name__)
+def test_the_known_answer_selftests_natively(case: Any) -> None:
+    """validate/selftest.py (run in the x86 reference rootfs by the emulated tier), here too."""
+    case()

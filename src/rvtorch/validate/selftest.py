@@ -132,6 +132,33 @@ def test_normalised_loss_is_one_per_sample() -> None:
     assert _near(float(loss.detach()), 1.0, 1e-6) and float(mse.detach()) > 0
 
 
+def _mode_verdicts(x, one_step: bool = False) -> dict[str, bool]:  # type: ignore[no-untyped-def]
+    stats = reflow.mode_stats(x, reflow.gaussian_centers(), reflow.MODE_RADIUS)
+    return {k: v["ok"] for k, v in reflow.mode_verdicts(stats, one_step=one_step).items()}
+
+
+def test_mode_checks_pass_eight_clusters_and_fail_a_ring() -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(6)
+    good = reflow.sample_data("8gaussians", 1000, g)
+    assert _mode_verdicts(good) == {"mode_coverage": True, "mode_mass": True, "off_mode": True}
+    # A ring through the modes (what an under-trained teacher draws): every mode is touched,
+    # but ~43% of the mass lies between them and each holds ~7% instead of 12.5%.
+    ang = torch.rand(1000, generator=g) * 2 * math.pi
+    r = reflow.GAUSS_RADIUS + reflow.GAUSS_STD * torch.randn(1000, generator=g)
+    ring = torch.stack([r * torch.cos(ang), r * torch.sin(ang)], dim=1)
+    assert _mode_verdicts(ring) == {"mode_coverage": True, "mode_mass": False,
+                                    "off_mode": False}
+    assert not _mode_verdicts(ring, one_step=True)["off_mode"]
+    # A dropped mode fails coverage.
+    c = reflow.gaussian_centers().float()
+    moved = good.clone()
+    near = (moved - c[2]).norm(dim=1) < 1.0
+    moved[near] = moved[near] - c[2] + c[5]
+    assert not _mode_verdicts(moved)["mode_coverage"]
+
+
 def test_close_report_tolerances() -> None:
     assert close_report([1.0, 2.0], [1.0, 2.0 + 1e-7], rtol=1e-6, atol=0.0)["ok"]
     bad = close_report([1.0, 2.5], [1.0, 2.0], rtol=1e-3, atol=1e-3)
