@@ -64,9 +64,16 @@ def board() -> Iterator[dict[str, object]]:
 def stand_in_wheel(out: Path, *, tag_python: str = "cp313", fail_import: bool = False) -> Path:
     root = zstd_root(T.debian_arch, out / "root")
     ext = next((root / "usr/lib/python3/dist-packages").glob("zstd.cpython-313-*.so"))
+    # torch/_C is the zstd extension (what repair and check-wheel expect); loaded under its
+    # own init name, so `import torch` runs the repaired ELF and its bundled libzstd.
     init = ("raise ImportError('broken on purpose')\n" if fail_import else
-            "from . import zstd as _C\n__version__ = '2.6.0+riscv64'\n")
-    raw = make_wheel(out / "raw", {"torch/__init__.py": init, f"torch/{ext.name}": ext},
+            "import importlib.util as _u, os as _os\n"
+            f"_s = _u.spec_from_file_location('zstd', _os.path.join(_os.path.dirname(__file__), "
+            f"'_C.{ext.name.split('.', 1)[1]}'))\n"
+            "_C = _u.module_from_spec(_s)\n_s.loader.exec_module(_C)\n"
+            "__version__ = '2.6.0+riscv64'\n")
+    raw = make_wheel(out / "raw", {"torch/__init__.py": init,
+                                   f"torch/_C.{ext.name.split('.', 1)[1]}": ext},
                      version="2.6.0+riscv64", tag=f"{tag_python}-{tag_python}-linux_riscv64")
     if tag_python != "cp313":
         return raw
@@ -103,7 +110,7 @@ def test_install_over_ssh_like_a_user(board: dict[str, object], tmp_path: Path) 
     assert "torch 2.6.0+riscv64" in out
     got = _ssh("sh", "-c", "~/torch-venv/bin/python -c 'import torch; print(torch._C.__file__)'"
                " && ~/torch-venv/bin/pip list --format=freeze && ls -d ~/torch-venv*")
-    assert "/torch-venv/lib/python3.13/site-packages/torch/zstd." in got
+    assert "/torch-venv/lib/python3.13/site-packages/torch/_C.cpython-313-riscv64" in got
     assert "sympy==" in got and "torch==2.6.0+riscv64" in got
     assert got.strip().splitlines()[-1].endswith("/torch-venv")  # no .tmp-* left
 
