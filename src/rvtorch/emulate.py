@@ -27,12 +27,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
+from .paths import StagingDir
 from .proc import echo
 from .targets import CpuModel, Target, matrix, suggest
 
@@ -688,7 +688,10 @@ def guest_tmpdir(rootfs: Path, arch: str | None = None) -> Iterator[tuple[Path, 
     arch = arch or _rootfs_arch(rootfs)
     if arch is None:
         raise UsageError(f"{rootfs} has no manifest naming its arch", hint="pass arch=")
-    host = Path(tempfile.mkdtemp(prefix="rvtorch-", dir=rootfs / "tmp"))
+    # Owner-locked (rvtorch.paths.StagingDir): a run killed with SIGKILL leaves a directory the
+    # next run removes; the rootfs's /tmp is shared, so only dead owners' directories go.
+    staged = StagingDir(rootfs / "tmp", "rvtorch", orphans=False)
+    host = staged.path
     host.chmod(0o1777)
     try:
         if mode_for(arch, rootfs) == "qemu":
@@ -696,4 +699,4 @@ def guest_tmpdir(rootfs: Path, arch: str | None = None) -> Iterator[tuple[Path, 
         else:
             yield host, "/tmp/" + host.name
     finally:
-        shutil.rmtree(host, ignore_errors=True)
+        staged.release()

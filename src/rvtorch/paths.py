@@ -149,12 +149,12 @@ class StagingDir:
     (SIGKILL included). :func:`reap_stale` removes directories whose owner lock is free.
     """
 
-    def __init__(self, root: Path, prefix: str) -> None:
+    def __init__(self, root: Path, prefix: str, *, orphans: bool = True) -> None:
         import fcntl
         import json
         import sys
 
-        reap_stale(root)
+        reap_stale(root, orphans=orphans)
         fd, owner = tempfile.mkstemp(dir=root, prefix=f"{prefix}.", suffix=_OWNER)
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._fd: int | None = fd
@@ -177,11 +177,13 @@ class StagingDir:
             self._fd = None
 
 
-def reap_stale(root: Path) -> list[Path]:
+def reap_stale(root: Path, *, orphans: bool = True) -> list[Path]:
     """Remove staging directories of ``root`` whose owner is gone; returns what was removed.
 
-    An owner record whose lock can be taken belongs to a dead process. A directory without a
-    record is a leftover too: the record is always made before its directory.
+    An owner record whose lock can be taken belongs to a dead process. With ``orphans`` (a root
+    only rvtorch writes, such as ``$CACHE/staging``) a directory without a record is a leftover
+    too: the record is always made before its directory. A shared root (a rootfs's ``/tmp``)
+    passes ``orphans=False``: only directories with a dead owner's record are touched there.
     """
     import fcntl
     import shutil
@@ -210,7 +212,7 @@ def reap_stale(root: Path) -> list[Path]:
             owner.unlink(missing_ok=True)
         finally:
             os.close(fd)
-    for d in root.iterdir():
+    for d in root.iterdir() if orphans else ():
         if d.is_dir() and not d.with_name(d.name + _OWNER).exists():
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)

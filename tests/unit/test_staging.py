@@ -170,3 +170,31 @@ def test_corrupt_tarball_into_staging_is_exit_3(tmp_path: Path, cache: Path) -> 
         sources._extract(bad, tmp)
     assert exc.value.exit_code == 3
     assert list((cache / "staging").iterdir()) == []
+
+
+def test_a_shared_tmp_loses_only_dead_owners_directories(tmp_path: Path) -> None:
+    """A rootfs's /tmp (emulate.guest_tmpdir) is shared with the guest and other tools: a killed
+    run's directory goes, a directory without an owner record stays."""
+    shared = tmp_path / "rootfs-tmp"
+    shared.mkdir()
+    (shared / "pip-build-xyz").mkdir()  # someone else's
+    code = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from rvtorch.paths import StagingDir
+        st = StagingDir(Path(sys.argv[1]), "rvtorch", orphans=False)
+        print(st.path, flush=True)
+        time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code, str(shared)], stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout is not None
+    killed = Path(child.stdout.readline().strip())
+    assert killed.parent == shared and killed.is_dir()
+    assert paths.reap_stale(shared, orphans=False) == []  # alive
+    child.send_signal(signal.SIGKILL)
+    child.wait(20)
+    live = paths.StagingDir(shared, "rvtorch", orphans=False)  # the next run reaps on entry
+    assert not killed.exists() and (shared / "pip-build-xyz").is_dir() and live.path.is_dir()
+    live.release()
+    assert sorted(p.name for p in shared.iterdir()) == ["pip-build-xyz"]
