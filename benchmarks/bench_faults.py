@@ -20,12 +20,15 @@ The catalogue:
 * unpack: SIGKILL during ``source unpack``, ``patches check`` and a build's tree preparation
   (tar must die with its parent, the next run must remove the staging), SIGTERM (exit 130);
 * publish: a full output folder and SIGKILL during the copy into it (the wheel is never lost);
+* validation: SIGKILL, then SIGTERM, during ``rvtorch validate`` under QEMU (report folder,
+  guest folders in the rootfs's /tmp, QEMU children);
 * check-wheel on crafted wheels (path escapes, bad CRC, broken RECORD/METADATA, a header-only
   ELF) and the check-wheel Hypothesis test in its long profile.
 
 Writes benchmarks/results/faults.json. Needs root (mounts), the pinned Debian files in the
 shared cache (``rvtorch source fetch --source debian`` once) and, for the build probe, the
-toolchain image. About 5 minutes on 2 cores, plus the Hypothesis profile.
+toolchain image, and for the validation probe the riscv64 rootfs with Debian's torch (the
+machine's cache). About 10 minutes on 2 cores, plus the Hypothesis profile.
 """
 
 from __future__ import annotations
@@ -181,6 +184,21 @@ def tar_pids(needle: str) -> list[int]:
         except OSError:
             continue
         if cmd and cmd[0].endswith(b"tar") and any(needle.encode() in c for c in cmd):
+            pids.append(int(d.name))
+    return pids
+
+
+def tar_pids_like(needle: str) -> list[int]:
+    """Processes (any program) whose command line mentions ``needle``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle.encode() in cmd:
             pids.append(int(d.name))
     return pids
 
@@ -798,6 +816,113 @@ class Bench:
             [name, f"{name}.sha256", f"{name}.build-info.json"])
         self.add(row, started)
 
+    # ---------------------------------------------------------------------------- validation
+    def validation(self) -> None:
+        """SIGKILL, then SIGTERM, during `rvtorch validate` (smoke under QEMU, Debian's torch).
+
+        Runs against the machine's cache (the target rootfs is there). The report folder must
+        hold nothing half-written; the killed run's guest folder in the rootfs's /tmp must be
+        removed by the next run, which is then interrupted with SIGTERM (exit 130) once its own
+        guest folder exists, and must remove that one itself.
+        """
+        from rvtorch.paths import reap_stale
+        from rvtorch.rootfs import rootfs_path
+
+        env = {k: v for k, v in os.environ.items() if k != "RVTORCH_DEBIAN_MIRROR"}
+        tmp = rootfs_path("riscv64", True, create_cache=False) / "tmp"
+        if not tmp.is_dir():
+            row = Row("sigkill_during_validation", "validation", "rvtorch validate", -9,
+                      status="skipped", note=f"no riscv64 rootfs with torch at {tmp.parent}")
+            self.add(row, time.monotonic())
+            return
+
+        def owners() -> set[str]:
+            return {p.name for p in tmp.glob("rvtorch.*.owner")}
+
+        def start(report: Path) -> tuple[subprocess.Popen[str], list[str]]:
+            argv = ["validate", "--arch", "riscv64", "--rootfs-torch", "--suite", "smoke",
+                    "--cpu", "rv64", "--report", str(report)]
+            proc = subprocess.Popen([*_py(), *argv], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            lines: list[str] = []
+            assert proc.stderr is not None
+            stream = proc.stderr
+
+            def pump() -> None:
+                for line in stream:
+                    lines.append(line)
+
+            threading.Thread(target=pump, daemon=True).start()
+            return proc, lines
+
+        def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if cond():
+                    return True
+                time.sleep(0.1)
+            return False
+
+        started = time.monotonic()
+        report = self.work / "report-kill"
+        cmd = ("rvtorch validate --arch riscv64 --rootfs-torch --suite smoke --cpu rv64 "
+               f"--report {report.name}")
+        row = Row("sigkill_during_validation", "validation", cmd + ", SIGKILL in the smoke", -9)
+        before = owners()
+        proc, lines = start(report)
+        hit = wait_for(lambda: any("smoke ..." in ln for ln in lines), 600)
+        mine = owners() - before
+        if hit:
+            time.sleep(3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+        row.exit = proc.returncode
+        row.one_error_line = True
+        row.first_stderr_line = row.error_line = "(killed)"
+        time.sleep(1.5)
+        killed_dirs = [o[: -len(".owner")] for o in mine]
+        row.checks["killed_in_the_smoke"] = hit
+        row.checks["report_holds_nothing_half_written"] = not report.exists() or not any(
+            report.iterdir())
+        row.checks["guest_processes_died_with_it"] = not any(
+            tar_pids_like(d) for d in killed_dirs)
+        row.left_behind = {"rootfs_tmp": sorted(d for d in killed_dirs if (tmp / d).exists()),
+                           "report": sorted(p.name for p in report.glob("*"))}
+
+        # The rerun: it removes the killed run's folder on entry; SIGTERM once it is running.
+        started2 = time.monotonic()
+        report2 = self.work / "report-term"
+        term = Row("sigterm_during_validation", "validation",
+                   cmd.replace(report.name, report2.name) + ", SIGTERM in the smoke", 130)
+        before = owners()
+        proc, lines = start(report2)
+        hit2 = wait_for(lambda: bool(owners() - before) and any(
+            "smoke ..." in ln for ln in lines), 600)
+        mine2 = owners() - before
+        row.rerun = {"command": "the same validate (interrupted by the next row's SIGTERM)",
+                     "killed_runs_folder_removed": not any((tmp / d).exists()
+                                                         for d in killed_dirs)}
+        row.recovered = hit2 and row.rerun["killed_runs_folder_removed"]
+        self.add(row, started)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+        time.sleep(1)
+        describe(term, Result(proc.returncode, "", "".join(lines), 0))
+        term_dirs = [o[: -len(".owner")] for o in mine2]
+        term.checks["interrupted_in_the_smoke"] = hit2
+        term.checks["its_guest_folder_removed"] = not any((tmp / d).exists() for d in term_dirs)
+        term.checks["report_holds_nothing_half_written"] = not report2.exists() or not any(
+            report2.iterdir())
+        term.left_behind = {"rootfs_tmp": sorted(d for d in term_dirs if (tmp / d).exists())}
+        self.add(term, started2)
+        # Whatever a failed probe left there is removed the way the next run would.
+        reap_stale(tmp, orphans=False)
+
     # --------------------------------------------------------------------------- check-wheel
     def check_wheel(self) -> None:
         sys.path.insert(0, str(ROOT))
@@ -919,11 +1044,14 @@ class Bench:
         self.add(row, started)
 
 
+ALL_GROUPS = ["inputs", "downloads", "file_systems", "unpack", "build_prepare", "publish",
+              "validation", "check_wheel", "hypothesis"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", action="append", default=[],
-                    choices=["inputs", "downloads", "file_systems", "unpack", "build_prepare",
-                             "publish", "check_wheel", "hypothesis"],
+                    choices=ALL_GROUPS,
                     help="run only these groups (repeatable; default: all)")
     ap.add_argument("--shared-sources", type=Path,
                     default=Path(os.environ.get("RVTORCH_CACHE") or
@@ -934,8 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("bench_faults: needs root (tmpfs and read-only bind mounts)")
-    groups = args.only or ["inputs", "downloads", "file_systems", "unpack", "build_prepare",
-                           "publish", "check_wheel", "hypothesis"]
+    groups = args.only or ALL_GROUPS
     work = Path(tempfile.mkdtemp(prefix="rvtorch-faults-"))
     www = work / "www"
     fill_mirror(www, args.shared_sources)
@@ -962,8 +1089,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": {**counts, "total": len(rows), "all_green": counts["red"] == 0},
         "rows": [asdict(r) for r in rows],
     }
-    if set(groups) != {"inputs", "downloads", "file_systems", "unpack", "build_prepare",
-                       "publish", "check_wheel", "hypothesis"} and args.output == RESULTS:
+    if set(groups) != set(ALL_GROUPS) and args.output == RESULTS:
         # Only the whole catalogue is a result; a partial run goes next to the work files.
         args.output = Path(tempfile.gettempdir()) / "faults.partial.json"
     args.output.parent.mkdir(parents=True, exist_ok=True)

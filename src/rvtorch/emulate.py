@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .paths import StagingDir
-from .proc import echo
+from .proc import die_with_parent, echo
 from .targets import CpuModel, Target, matrix, suggest
 
 HOST_ARCH = "host"
@@ -661,7 +661,8 @@ def run_guest(
         echo(cmd)
     try:
         return subprocess.run(
-            cmd, env=genv, text=True, capture_output=capture, timeout=timeout, check=False
+            cmd, env=genv, text=True, capture_output=capture, timeout=timeout, check=False,
+            preexec_fn=die_with_parent(),  # a killed rvtorch leaves no guest running on
         )
     except FileNotFoundError as exc:
         raise UsageError(f"{cmd[0]} not found", hint="see `rvtorch doctor`") from exc

@@ -46,6 +46,7 @@ from typing import Any
 
 from .errors import UsageError, ValidationError
 from .paths import cache_dir
+from .proc import die_with_parent
 from .targets import CpuModel, matrix, suggest
 
 SUITES = ("smoke", "reflow", "fl")
@@ -248,7 +249,7 @@ def run_module(pyenv: PyEnv, guest_dir: str, host_dir: Path, suite: str, args: S
     problem = ""
     try:
         proc = subprocess.run(cmd, env=genv, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+                              check=False, preexec_fn=die_with_parent())
         code: int | None = proc.returncode
         stderr = proc.stderr
     except subprocess.TimeoutExpired as exc:
