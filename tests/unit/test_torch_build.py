@@ -407,12 +407,13 @@ def test_restore_vendored_top_dir_or_root(tmp_path: Path) -> None:
         sources._restore_vendored(flat, ".", tree / "third_party/gloo", work)
 
 
-def test_staging_is_atomic(tmp_path: Path) -> None:
+def test_staging_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RVTORCH_CACHE", str(tmp_path / "cache"))
     dest = tmp_path / "tree"
     with pytest.raises(RuntimeError), sources.staging(dest) as tmp:
         (tmp / "half").write_text("x")
         raise RuntimeError("killed")
-    assert not dest.exists() and list(tmp_path.iterdir()) == []
+    assert not dest.exists() and list((tmp_path / "cache" / "staging").iterdir()) == []
     with sources.staging(dest) as tmp:
         (tmp / "whole").write_text("x")
     assert (dest / "whole").exists()
