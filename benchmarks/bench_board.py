@@ -70,6 +70,11 @@ def main() -> int:
     ap.add_argument("--cpu", default="rvv128", help="CPU model of the board and of qemu-user")
     ap.add_argument("--suite", default="smoke", help="validation suites (comma list)")
     ap.add_argument("--wheel", type=Path, help="our torch wheel (default: the stand-in)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="measure on the running board: its recorded boot time, no cold boot")
+    ap.add_argument("--skip-validation", action="store_true",
+                    help="boot and install only (the validation comparison needs Debian's "
+                    "torch installed on the board: long under TCG)")
     args = ap.parse_args()
     t = matrix().target(ARCH)
     record: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -82,9 +87,16 @@ def main() -> int:
                        "qemu": tree.version, "kernel": image.manifest["kernel_package"],
                        "disk_mb": round(image.disk.stat().st_blocks * 512 / 1e6)}
 
-    cli("board", "down", "--arch", ARCH, "--discard")
-    _, record["boot_s"] = cli("board", "up", "--arch", ARCH, "--cpu", args.cpu,
-                              "--timeout", "3000")
+    if not args.reuse:
+        cli("board", "down", "--arch", ARCH, "--discard")
+        _, record["boot_s"] = cli("board", "up", "--arch", ARCH, "--cpu", args.cpu,
+                                  "--timeout", "3000")
+    status = json.loads(cli("board", "status", "--arch", ARCH, "--json")[0].stdout)
+    if not status.get("running") or status.get("cpu") != args.cpu:
+        raise SystemExit(f"bench_board: no running {args.cpu} board to measure on")
+    record["boot_recorded_s"] = status["boot_seconds"]
+    record["reused_board"] = args.reuse
+    record["qemu_cpu_s_so_far"] = qemu_cpu_seconds(int(status["pid"]))
     _, record["reuse_s"] = cli("board", "up", "--arch", ARCH, "--cpu", args.cpu)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +107,10 @@ def main() -> int:
         # The same wheel again: the files are on the board already (nothing copied).
         _, record["reinstall_s"] = cli("board", "install", "--vm", "--wheel", str(wheel),
                                        "--venv", "~/bench-venv")
+        record["qemu_cpu_s_after_install"] = qemu_cpu_seconds(int(status["pid"]))
+        if args.skip_validation:
+            record["validation"] = "not measured (--skip-validation)"
+            return finish(record, args)
 
         # Debian's torch on the board, seen by a venv, as in the rootfs validation.
         _, record["apt_torch_on_board_s"] = cli(
@@ -128,9 +144,19 @@ def main() -> int:
             record["wheel_report"] = {
                 k: json.loads((wheel_dir / "report.json").read_text())[k]
                 for k in ("ok", "checks_total", "failures")}
-    record["load_after"] = os.getloadavg()
-    cli("board", "down", "--arch", ARCH)
+    return finish(record, args)
 
+
+def qemu_cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of the board's QEMU so far (load-independent cost)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+
+
+def finish(record: dict[str, Any], args: argparse.Namespace) -> int:
+    record["load_after"] = os.getloadavg()
+    if not args.reuse:
+        cli("board", "down", "--arch", ARCH)
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     history = old.get("history", [])
     if old.get("latest"):
