@@ -19,9 +19,10 @@ the C++ rows are recorded as skipped with the reason and the run exits 3: the C+
 this benchmark is for. Under QEMU the numbers compare the two runtimes with each other on this
 machine; they say nothing about a board's speed.
 
-Writes ``benchmarks/results/fl_schemes.json``. Needs root (rootfs, chroot) and the toolchain
-image; run it niced in the background:
-``nice -n 10 .venv/bin/python benchmarks/bench_fl_cpp_vs_py.py > fl.log 2>&1 &``
+Writes ``benchmarks/results/fl_schemes.json`` after every row (``complete`` says whether the
+run got to its end) with the load average at start and end. Needs root (rootfs, chroot) and the
+toolchain image; run it in the background (``-P``: ``benchmarks/`` holds a ``numbers`` module):
+``nice -n 10 .venv/bin/python -P benchmarks/bench_fl_cpp_vs_py.py > fl.log 2>&1 &``
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ def _py_rows(plat: str, cpu: str | None, w: int, rounds: int) -> list[dict[str, 
     return rows
 
 
+def write(out: Path, result: dict[str, Any]) -> None:
+    """Replace ``out`` atomically (temp file + rename)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(result, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--platforms", default=f"{matrix().arches[0]},{fastflow_fl.HOST}",
@@ -117,22 +128,44 @@ def main(argv: list[str] | None = None) -> int:
     skip_cpp = fastflow_fl.fastflow_missing()
     if skip_cpp:
         print(f"C++ schemes skipped: {skip_cpp}", file=sys.stderr)
+    src = fastflow_fl.fastflow_source()
     rows: list[dict[str, Any]] = []
-    cpus: dict[str, str | None] = {}
+    cpus = {plat: None if plat == fastflow_fl.HOST else (args.cpu or target(plat).cpu[0].name)
+            for plat in platforms}
+    result: dict[str, Any] = {
+        "benchmark": "fl_schemes",
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "platforms": platforms, "cpu": cpus, "rounds": args.rounds, "workers": counts,
+        "train": train, "qemu": {plat: qemu_version(plat) for plat in platforms
+                                 if plat != fastflow_fl.HOST},
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                 "load_average_start": [round(x, 2) for x in os.getloadavg()]},
+        "fastflow": {"ref": src.ref, "sha256": src.sha256},
+        "libtorch": "Debian 2.6.0+dfsg-7 (libtorch-debian.toml)",
+        "cpp_skipped": skip_cpp, "complete": False, "rows": rows,
+    }
+
+    def add(row: dict[str, Any]) -> None:
+        # Written after every row (complete: false until the last): a run cut short keeps
+        # what it measured, and says so.
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        write(args.out, result)
+
+    # Every C++ row first (minutes), then the Python launches (gloo under QEMU is the long
+    # part), so a run cut short on a loaded machine still has the whole C++ side.
     for plat in platforms:
-        cpu = None if plat == fastflow_fl.HOST else (args.cpu or target(plat).cpu[0].name)
-        cpus[plat] = cpu
         for w in counts:
             for scheme in fastflow_fl.SCHEMES:
                 if skip_cpp:
-                    rows.append({"platform": plat, "cpu": cpu, "impl": "cpp-fastflow",
-                                 "scheme": scheme, "workers": w, "skipped": skip_cpp})
+                    add({"platform": plat, "cpu": cpus[plat], "impl": "cpp-fastflow",
+                         "scheme": scheme, "workers": w, "skipped": skip_cpp})
                 else:
-                    rows.append(_cpp_row(plat, cpu, w, scheme, args.rounds, train))
-                print(json.dumps(rows[-1]), flush=True)
-            rows += _py_rows(plat, cpu, w, args.rounds)
-            for r in rows[-2:]:
-                print(json.dumps(r), flush=True)
+                    add(_cpp_row(plat, cpus[plat], w, scheme, args.rounds, train))
+    for plat in platforms:
+        for w in counts:
+            for row in _py_rows(plat, cpus[plat], w, args.rounds):
+                add(row)
 
     print(f"\n{'platform':<10}{'impl':<14}{'scheme':<15}{'workers':>8}{'s/round':>10}"
           f"{'accuracy':>10}")
@@ -142,24 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['platform']:<10}{r['impl']:<14}{r['scheme']:<15}{r['workers']:>8}"
               f"{(f'{spr:.3f}' if spr is not None else 'skip'):>10}"
               f"{(f'{acc:.3f}' if acc is not None else '-'):>10}")
-    src = fastflow_fl.fastflow_source()
-    result = {
-        "benchmark": "fl_schemes",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "platforms": platforms, "cpu": cpus, "rounds": args.rounds, "workers": counts,
-        "train": train, "qemu": {plat: qemu_version(plat) for plat in platforms
-                                 if plat != fastflow_fl.HOST},
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
-        "fastflow": {"ref": src.ref, "sha256": src.sha256},
-        "libtorch": "Debian 2.6.0+dfsg-7 (libtorch-debian.toml)",
-        "cpp_skipped": skip_cpp, "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, args.out)
+    result["complete"] = True
+    result["host"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    write(args.out, result)
     print(f"wrote {args.out}")
     failed = [r for r in rows if "error" in r]
     if skip_cpp or failed:
