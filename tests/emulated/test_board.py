@@ -31,6 +31,20 @@ from tests.wheelkit import make_wheel
 pytestmark = pytest.mark.emulated
 
 T = matrix().target("riscv64")
+# torch 2.6.0's own Requires-Dist (its x86-only CUDA/triton entries left out): pip must resolve
+# them from the pinned wheelhouse on the board, with --no-index.
+TORCH_METADATA = """Metadata-Version: 2.1
+Name: torch
+Version: 2.6.0+riscv64
+Requires-Python: >=3.9.0
+Requires-Dist: filelock
+Requires-Dist: typing-extensions>=4.10.0
+Requires-Dist: setuptools; python_version >= "3.12"
+Requires-Dist: sympy==1.13.1; python_version >= "3.9"
+Requires-Dist: networkx
+Requires-Dist: jinja2
+Requires-Dist: fsspec
+"""
 CPU = "rvv128"
 
 
@@ -73,7 +87,8 @@ def stand_in_wheel(out: Path, *, tag_python: str = "cp313", fail_import: bool = 
             "_C = _u.module_from_spec(_s)\n_s.loader.exec_module(_C)\n"
             "__version__ = '2.6.0+riscv64'\n")
     raw = make_wheel(out / "raw", {"torch/__init__.py": init,
-                                   f"torch/_C.{ext.name.split('.', 1)[1]}": ext},
+                                   f"torch/_C.{ext.name.split('.', 1)[1]}": ext,
+                                   "torch-2.6.0+riscv64.dist-info/METADATA": TORCH_METADATA},
                      version="2.6.0+riscv64", tag=f"{tag_python}-{tag_python}-linux_riscv64")
     if tag_python != "cp313":
         return raw
