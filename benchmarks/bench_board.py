@@ -54,6 +54,9 @@ def cli(*args: str, timeout: float = 7200) -> tuple[subprocess.CompletedProcess[
 
 
 def stand_in(out: Path) -> Path:
+    # benchmarks/numbers.py would shadow the standard library's numbers module (pytest needs it).
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     sys.path.insert(0, str(repo_root()))
     from tests.emulated.test_board import stand_in_wheel
 

@@ -173,8 +173,9 @@ def qemu_alive(pid: int, files: BoardFiles) -> bool:
 
 def remote_for(image: BoardImage, files: BoardFiles, port: int) -> Remote:
     files.known_hosts.write_text(f"[127.0.0.1]:{port} {image.host_key}\n")
+    # An emulated board busy with pip takes long to fork sshd: allow a slow banner.
     return Remote(user=str(image.manifest["user"]), host="127.0.0.1", port=port, key=image.key,
-                  known_hosts=files.known_hosts)
+                  known_hosts=files.known_hosts, connect_timeout=60)
 
 
 def free_port() -> int:
@@ -288,7 +289,7 @@ def up(t: Target, cfg: BoardConfig, *, timeout: float = DEFAULT_BOOT_TIMEOUT,
         remote = remote_for(image, files, state.port)
         if not state.ready:
             _wait_ready(t, files, remote, state, None, timeout)
-        ok, cause = remote.reachable()
+        ok, cause = remote.reachable(timeout=180)
         if not ok:
             raise BuildError(f"the running {t.arch} board does not answer on SSH: {cause}",
                              hint=f"`rvtorch board down --arch {t.arch}` and up again; "
@@ -385,7 +386,7 @@ def status(t: Target) -> dict[str, Any]:
                 "uptime_s": round(time.time() - state.started, 1)})
     image = ensure_image(t)
     remote = remote_for(image, files, state.port)
-    ok, cause = remote.reachable()
+    ok, cause = remote.reachable(timeout=180)
     out["ssh"] = f"ssh -i {image.key} -p {state.port} {remote.user}@127.0.0.1"
     out["ssh_ok"] = ok
     if not ok:
