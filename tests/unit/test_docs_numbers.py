@@ -1,6 +1,6 @@
 """Every measured figure in the converted docs comes from a results key a benchmark script wrote.
 
-The first two tests run benchmarks/numbers.py on the repository itself: a block that no longer
+The first two tests run benchmarks/doc_numbers.py on the repository itself: a block that no longer
 matches benchmarks/results/*.json (a hand-edited number, a rerun benchmark whose blocks were not
 rewritten, a key that went away) or a figure written outside a block fails here. The rest prove
 the mechanism on a small repository in a temporary directory.
@@ -21,7 +21,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "numbers.py"
+SCRIPT = ROOT / "benchmarks" / "doc_numbers.py"
 
 
 def _load() -> ModuleType:
@@ -33,14 +33,14 @@ def _load() -> ModuleType:
     return mod
 
 
-numbers = _load()
+numbers = _load()  # benchmarks/doc_numbers.py
 
 
 # --------------------------------------------------------------------------- the repository
 
 
 def test_repository_blocks_match_the_results() -> None:
-    spec = numbers.load_spec(ROOT / "benchmarks" / "numbers.toml")
+    spec = numbers.load_spec(ROOT / "benchmarks" / "doc_numbers.toml")
     assert spec.blocks, "the spec names no block"
     stale = {
         doc: "".join(difflib.unified_diff(
@@ -48,12 +48,12 @@ def test_repository_blocks_match_the_results() -> None:
         for doc, (old, new) in numbers.rendered_docs(spec, ROOT).items()
         if old != new
     }
-    assert not stale, "stale numbers blocks (run benchmarks/numbers.py --write):\n" + "\n".join(
+    assert not stale, "stale numbers blocks (run benchmarks/doc_numbers.py --write):\n" + "\n".join(
         stale.values())
 
 
 def test_repository_docs_have_no_figure_outside_a_block() -> None:
-    spec = numbers.load_spec(ROOT / "benchmarks" / "numbers.toml")
+    spec = numbers.load_spec(ROOT / "benchmarks" / "doc_numbers.toml")
     assert spec.lint_files
     findings = numbers.lint(spec, ROOT)
     assert not findings, "\n".join(findings)
@@ -142,7 +142,7 @@ Also 7 s here, outside the section.
 def repo(tmp_path: Path) -> Path:
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     (tmp_path / "docs").mkdir()
-    (tmp_path / "benchmarks" / "numbers.toml").write_text(SPEC)
+    (tmp_path / "benchmarks" / "doc_numbers.toml").write_text(SPEC)
     (tmp_path / "benchmarks" / "results" / "r.json").write_text(json.dumps(RESULTS))
     (tmp_path / "docs" / "a.md").write_text(DOC_A)
     (tmp_path / "docs" / "b.md").write_text(DOC_B)
@@ -150,7 +150,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def run(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """numbers.py's main() in this process (a new interpreter per call is slow on a loaded CI
+    """doc_numbers.py's main() in this process (a new interpreter per call is slow on a loaded CI
     machine); test_the_script_runs_as_a_command covers the command itself."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -244,7 +244,7 @@ def test_blocks_and_spec_must_agree(repo: Path) -> None:
 
 
 def test_a_bad_spec_is_a_usage_error(repo: Path) -> None:
-    spec = repo / "benchmarks" / "numbers.toml"
+    spec = repo / "benchmarks" / "doc_numbers.toml"
     spec.write_text(SPEC.replace('key = "warm.elapsed_s"', 'kee = "warm.elapsed_s"'))
     res = run(repo, "--check")
     assert res.returncode == 2 and "unknown keys ['kee']" in res.stderr

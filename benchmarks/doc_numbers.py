@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Render the measured figures of the docs from benchmarks/results/*.json, and check them.
 
-    python benchmarks/numbers.py --check    # exit 1 with a diff when a block is stale or a key
-                                            # is missing; exit 1 for figures outside blocks (lint)
-    python benchmarks/numbers.py --write    # rewrite every block from the results
-    python benchmarks/numbers.py --lint     # only the lint
+    python benchmarks/doc_numbers.py --check  # exit 1 with a diff when a block is stale or a key
+                                              # is missing; exit 1 for figures outside blocks
+    python benchmarks/doc_numbers.py --write  # rewrite every block from the results
+    python benchmarks/doc_numbers.py --lint   # only the lint
+
+(Not ``numbers.py``: a script run from benchmarks/ would shadow the standard library's module.)
 
 Every measured figure a doc shows sits in a marked block that this script owns:
 
@@ -14,7 +16,7 @@ Every measured figure a doc shows sits in a marked block that this script owns:
     | warm rebuild, wall | 180 s | `full_build.json: history.8.elapsed_s` |
     <!-- /numbers -->
 
-One spec, ``benchmarks/numbers.toml``, says which block shows which keys. A row::
+One spec, ``benchmarks/doc_numbers.toml``, says which block shows which keys. A row::
 
     [[block.row]]
     what = "warm rebuild, wall"          # the first column (Markdown)
@@ -465,11 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="blocks up to date and the lint clean")
     mode.add_argument("--write", action="store_true", help="rewrite the blocks from the results")
     mode.add_argument("--lint", action="store_true", help="only the lint")
-    ap.add_argument("--spec", type=Path, default=None, help="default: benchmarks/numbers.toml")
+    ap.add_argument("--spec", type=Path, default=None, help="default: benchmarks/doc_numbers.toml")
     ap.add_argument("--root", type=Path, default=ROOT, help="repository root")
     args = ap.parse_args(argv)
     root = args.root.resolve()
-    spec_path = args.spec or root / "benchmarks" / "numbers.toml"
+    spec_path = args.spec or root / "benchmarks" / "doc_numbers.toml"
     try:
         spec = load_spec(spec_path)
         rc = 0
@@ -485,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                     sys.stdout.writelines(difflib.unified_diff(
                         old.splitlines(keepends=True), new.splitlines(keepends=True),
                         f"{doc} (now)", f"{doc} (from the results)"))
-                    print(f"numbers: error: {doc} is stale (run benchmarks/numbers.py --write)",
+                    print(f"numbers: error: {doc} is stale (run benchmarks/doc_numbers.py --write)",
                           file=sys.stderr)
                     rc = 1
         if args.check or args.lint:
