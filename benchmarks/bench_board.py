@@ -78,6 +78,8 @@ def main() -> int:
     ap.add_argument("--skip-validation", action="store_true",
                     help="boot and install only (the validation comparison needs Debian's "
                     "torch installed on the board: long under TCG)")
+    ap.add_argument("--no-reinstall", action="store_true",
+                    help="skip the second install (files already on the board)")
     args = ap.parse_args()
     t = matrix().target(ARCH)
     record: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -107,9 +109,10 @@ def main() -> int:
         record["install_wheel"] = wheel.name
         _, record["install_s"] = cli("board", "install", "--vm", "--wheel", str(wheel),
                                      "--venv", "~/bench-venv")
-        # The same wheel again: the files are on the board already (nothing copied).
-        _, record["reinstall_s"] = cli("board", "install", "--vm", "--wheel", str(wheel),
-                                       "--venv", "~/bench-venv")
+        if not args.no_reinstall:
+            # The same wheel again: the files are on the board already (nothing copied).
+            _, record["reinstall_s"] = cli("board", "install", "--vm", "--wheel", str(wheel),
+                                           "--venv", "~/bench-venv")
         record["qemu_cpu_s_after_install"] = qemu_cpu_seconds(int(status["pid"]))
         if args.skip_validation:
             record["validation"] = "not measured (--skip-validation)"
