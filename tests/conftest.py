@@ -40,6 +40,11 @@ SLOW_TESTS: dict[str, str] = {
         "4 gloo ranks x 8 rounds x 2 schemes under QEMU, several minutes (fl_schemes.json "
         "launch_wall_seconds); CI checks the parity natively, and riscv64's C++ rounds are "
         "bit-identical to its sequential FedAvg, whose accuracy matches x86's",
+    "test_board.py::test_a_wheel_that_does_not_import_leaves_the_old_venv":
+        "two more pip installs in the emulated riscv64 board (minutes each under TCG); the "
+        "default run keeps boot + ssh + one install + the bad-board checks",
+    "test_board.py::test_real_wheel_smoke_suite_on_the_board":
+        "a 65 MB torch wheel installed and its smoke suite run in qemu-system TCG",
 }
 # Targets whose emulation rootfs is too slow to prewarm in CI (none today).
 SLOW_ROOTFS_ARCHES: set[str] = set()
