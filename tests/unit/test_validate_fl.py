@@ -18,7 +18,8 @@ from rvtorch.validate import fl
 
 needs_torch = pytest.mark.skipif(
     __import__("importlib").util.find_spec("torch") is None,
-    reason="torch is not installed in this venv (not in the dev extra: a CPU build is ~200 MB); "
+    reason="torch is not installed in this venv (RVTORCH_TEST_TORCH names a pip requirement "
+    "for scripts/test.sh to install); "
            "the emulated tier runs these modules in the x86 reference rootfs")
 
 

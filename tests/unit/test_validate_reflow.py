@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="torch is not installed in this venv (not in the dev extra: a CPU build is "
-                    "~200 MB); the emulated tier runs these modules in the x86 reference rootfs")
+    "torch", reason="torch is not installed in this venv (RVTORCH_TEST_TORCH names a pip "
+                    "requirement for scripts/test.sh to install)")
 
 from rvtorch.validate import reflow  # noqa: E402
 from rvtorch.validate.common import Result  # noqa: E402
