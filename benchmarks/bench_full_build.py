@@ -237,6 +237,11 @@ def snapshot(
         entry["validation"] = found
     if rc is not None:
         entry["status"] = "finished" if rc == 0 else "failed"
+        entry["rc"] = rc
+    elif end is None and not build_running(plan):
+        # No end marker and nobody holds the tree: the build was stopped from outside (a killed
+        # driver, a session that ended), which is not a build failure.
+        entry["status"] = "stopped"
     entry.update(
         {
             "arch": arch,
@@ -255,6 +260,22 @@ def snapshot(
         # Mid-build statistics (`ccache --show-stats --verbose` run in the build environment).
         entry["ccache"] = parse_ccache(Path(ccache_file).read_text())
     write_result(key or arch, entry)
+
+
+def build_running(plan: build.Plan) -> bool:
+    """Whether a build holds the tree's lock (``rvtorch.build.tree_lock``) right now."""
+    import fcntl
+
+    lock = Path(plan.tree).parent / f".{Path(plan.tree).name}.lock"
+    if not lock.exists():
+        return False
+    with lock.open() as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -277,6 +298,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         if end_f.exists()
         else None
     )
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if data.get(args.arch, {}).get("started") not in (None, start_s):
+        keep_previous(args.arch)  # a snapshot of a new run never overwrites an older run
     snapshot(args.arch, start, end, plan, runner=args.runner, ccache_file=args.ccache_stats)
     return 0
 
