@@ -45,6 +45,18 @@ SLOW_TESTS: dict[str, str] = {
         "default run keeps boot + ssh + one install + the bad-board checks",
     "test_board.py::test_real_wheel_smoke_suite_on_the_board":
         "a 65 MB torch wheel installed and its smoke suite run in qemu-system TCG",
+    "tests/emulated/test_board.py::":
+        "the virtual board's image build, a TCG boot and a pip install over SSH: about 20 min on "
+        "an idle 2-core machine (estimate; board.json holds the loaded runs), more than CI's "
+        "budget leaves beside the other emulated tests",
+    "test_wheel_validate.py::test_validate_wheel_pip_installs":
+        "packs Debian's riscv64 torch into a 114 MB wheel (its MPI stack bundled), repairs it, "
+        "then the default suites under QEMU: 10-15 min (estimate)",
+    "test_wheel_validate.py::test_a_wheel_that_computes_something_wrong":
+        "a second whole validation of that wheel with a fault injected: 5 min (estimate) on top",
+    "test_aten_rvv_dispatch.py::":
+        "configures a second torch tree with --aten-rvv on and compiles c10 + the dispatch "
+        "code for it: 5-8 min (estimate); the vectorization test (test_aten_rvv.py) stays in CI",
 }
 # Targets whose emulation rootfs is too slow to prewarm in CI (none today).
 SLOW_ROOTFS_ARCHES: set[str] = set()
