@@ -78,7 +78,7 @@ ARG GCC_VERSION
 COPY toolchains/sysroot-packages.txt /opt/rvtorch/sysroot-packages.txt
 # The sysroot is multiarch: target libraries and headers land in /usr/lib/<triple> and
 # /usr/include/<triple> next to the amd64 ones, where Debian's cross gcc looks. Never install
-# python3:<arch> (or python3-dev:<arch>): it replaces the build python (FACTS.md);
+# python3:<arch> (or python3-dev:<arch>): it replaces the build python (docs/facts.md);
 # libpython3.X-dev:<arch> carries the headers and libpython.
 # hadolint ignore=DL3008
 RUN test -n "${TARGET_ARCH}" && test -n "${CROSS_TRIPLE}" && test -n "${DEBIAN_ARCH}" \

@@ -57,7 +57,7 @@ CFG: dict[str, Any] = {
 SAMPLE_ATOL = 2e-3       # per coordinate, samples of magnitude ~3, after up to 99 NFE
 METRIC_RTOL = 2e-2       # metrics on those samples
 LOSS_RTOL = 2e-2         # fine-tune loss curve, step by step
-# What must hold (VALIDATION.md, seen at toy scale on x86).
+# What must hold (docs/validation.md, the ReFlow section; seen at toy scale on x86).
 STRAIGHTNESS_DROP = 20.0
 ONE_STEP_DROP = 3.0
 COLLAPSE_VAR = 0.1
