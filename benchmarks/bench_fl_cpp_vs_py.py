@@ -21,8 +21,8 @@ machine; they say nothing about a board's speed.
 
 Writes ``benchmarks/results/fl_schemes.json`` after every row (``complete`` says whether the
 run got to its end) with the load average at start and end. Needs root (rootfs, chroot) and the
-toolchain image; run it in the background (``-P``: ``benchmarks/`` holds a ``numbers`` module):
-``nice -n 10 .venv/bin/python -P benchmarks/bench_fl_cpp_vs_py.py > fl.log 2>&1 &``
+toolchain image; run it in the background:
+``nice -n 10 .venv/bin/python benchmarks/bench_fl_cpp_vs_py.py > fl.log 2>&1 &``
 """
 
 from __future__ import annotations
