@@ -228,6 +228,9 @@ def snapshot(
     key: str | None = None,
 ) -> None:
     log = Path(plan.tree) / "build" / "rvtorch-build.log"
+    stopped = rc is None and end is None and not build_running(plan)
+    if stopped and log.exists():
+        end = log.stat().st_mtime  # the build's last sign of life, not the time of the snapshot
     entry = summarize(log, start, end, Path(plan.out))
     state = bench_dir() / f"full-{key or arch}.state.json"
     if state.exists():
@@ -238,7 +241,7 @@ def snapshot(
     if rc is not None:
         entry["status"] = "finished" if rc == 0 else "failed"
         entry["rc"] = rc
-    elif end is None and not build_running(plan):
+    elif stopped:
         # No end marker and nobody holds the tree: the build was stopped from outside (a killed
         # driver, a session that ended), which is not a build failure.
         entry["status"] = "stopped"
