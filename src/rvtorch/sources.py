@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from . import proc
 from .aptsource import check_mirror_url
@@ -196,6 +198,19 @@ def _network_error(url: str, exc: BaseException) -> SourceError:
                        hint="check the network and the mirror, then rerun")
 
 
+def _declared_total(resp: Any, have: int) -> int | None:
+    """The whole file's size as the server declares it: ``Content-Range: bytes a-b/TOTAL`` of a
+    206, else the bytes already here plus ``Content-Length``; None when it does not say."""
+    rng = resp.headers.get("Content-Range") or ""
+    m = re.match(r"bytes \d+-\d+/(\d+)$", rng.strip())
+    if resp.status == 206 and m:
+        return int(m.group(1))
+    length = resp.headers.get("Content-Length")
+    if length is None or not length.strip().isdigit():
+        return None
+    return (have if resp.status == 206 else 0) + int(length)
+
+
 def _fetch_range(url: str, part: Path, pin: PinnedFile, timeout: float) -> int:
     """Append to ``part`` from its current size; returns the bytes received in this attempt.
 
@@ -220,6 +235,15 @@ def _fetch_range(url: str, part: Path, pin: PinnedFile, timeout: float) -> int:
     with resp:
         if have and resp.status != 206:
             have = 0  # the server ignored the range: start over
+        total = _declared_total(resp, have)
+        if total is not None and total != pin.size:
+            # A complete answer of another size is a wrong file, not a cut connection: keeping
+            # it for a resume would only resume the wrong file.
+            part.unlink(missing_ok=True)
+            raise SourceError(
+                f"{pin.name}: the mirror serves {total} bytes, the pin says {pin.size}; "
+                "file deleted",
+                hint="check --debian-mirror / RVTORCH_DEBIAN_MIRROR and the pin in torch.toml")
         try:
             with part.open("ab" if have else "wb") as out:
                 done = have

@@ -123,6 +123,23 @@ def test_a_complete_file_with_the_wrong_hash_is_deleted(mirror: tuple[str, Path]
     assert list(tmp_path.iterdir()) == [root]
 
 
+def test_a_complete_answer_of_another_size_is_deleted_not_resumed(
+        mirror: tuple[str, Path], tmp_path: Path) -> None:
+    """The server delivers its whole answer (Content-Length honoured) but it is not the pinned
+    size: a wrong file, not a cut connection; resuming it would loop on the same bytes."""
+    url, root = mirror
+    _, pin = _payload(root, "f.tar.xz")
+    (root / "f.tar.xz").write_bytes(b"not an xz archive " * 64)
+    dest = tmp_path / "f.tar.xz"
+    with pytest.raises(SourceError) as exc:
+        sources.download(f"{url}/f.tar.xz", dest, pin)
+    assert exc.value.exit_code == 3
+    assert f"the mirror serves 1152 bytes, the pin says {pin.size}; file deleted" in str(exc.value)
+    assert "resume" not in exc.value.one_line()
+    assert list(tmp_path.iterdir()) == [root]
+    assert len(_Mirror.ranges) == 1  # one request, no resume loop
+
+
 def test_no_resume_hint_where_a_rerun_cannot_help(mirror: tuple[str, Path],
                                                   tmp_path: Path) -> None:
     url, root = mirror
