@@ -49,6 +49,7 @@ from typing import IO, Any
 
 from .errors import BuildError, RvtorchError, UsageError
 from .paths import cache_dir, data_dir, keeps_wheel_on_failure, repo_root
+from .sources import sha256_file
 from .targets import Target, matrix
 from .torchspec import TorchVersion, torch_version
 
@@ -234,15 +235,11 @@ class Plan:
         return dataclasses.asdict(self)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def image_plan(t: Target, tv: TorchVersion) -> dict[str, Any]:
     deb = tv.debian
     layer_inputs = {
-        "dockerfile": _sha256(data_dir("docker") / "torch-build.Dockerfile"),
-        "requirements": _sha256(data_dir("docker") / "torch-build-requirements.txt"),
+        "dockerfile": sha256_file(data_dir("docker") / "torch-build.Dockerfile"),
+        "requirements": sha256_file(data_dir("docker") / "torch-build-requirements.txt"),
         "sysroot_packages": list(deb.sysroot_packages),
         "build_packages": list(deb.build_packages),
         "debian_arch": t.debian_arch,
@@ -328,7 +325,7 @@ def openblas_plan(t: Target, choice: str, *, root: Path | None = None) -> dict[s
             record.update(status="build", reason=why)
             return record
     real = (prefix / "lib" / "libopenblas.so.0").resolve()
-    record.update(status="deployed", library_file=real.name, sha256=_sha256(real))
+    record.update(status="deployed", library_file=real.name, sha256=sha256_file(real))
     return record
 
 
@@ -438,7 +435,7 @@ def make_plan(
         torch_version=tv.version,
         source=source,
         image=image_plan(t, tv),
-        patches=[{"file": p.file, "sha256": _sha256(p.path), "type": p.type} for p in patches],
+        patches=[{"file": p.file, "sha256": sha256_file(p.path), "type": p.type} for p in patches],
         env=env,
         cmake=cmake_flags(env),
         stage=stage,

@@ -21,7 +21,6 @@ Public API (also used by ``rvtorch board install``):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ from typing import Any
 
 from .errors import SourceError, UsageError
 from .paths import cache_dir, data_dir
+from .sources import sha256_file
 from .targets import Target, matrix, target
 
 PINS_FILE = "toolchains/wheelhouse.toml"
@@ -93,13 +93,6 @@ def platform_tags(t: Target) -> list[str]:
             for m in range(int(minor), MIN_MANYLINUX_GLIBC - 1, -1)] + [f"manylinux2014_{machine}"]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def default_dest(arch: str) -> Path:
     return cache_dir() / "wheelhouse" / arch
@@ -119,7 +112,7 @@ def gather(target_or_arch: str | Target, dest: Path | None = None) -> list[Path]
     wanted = pins(t.arch)
     for p in wanted:
         have = dest / p.file
-        if have.is_file() and _sha256(have) != p.sha256:
+        if have.is_file() and sha256_file(have) != p.sha256:
             have.unlink()
     missing = [p for p in wanted if not (dest / p.file).is_file()]
     if missing:
@@ -152,7 +145,7 @@ def _download(t: Target, missing: Sequence[Pin], dest: Path) -> None:
             if not got.is_file():
                 found = sorted(x.name for x in (tmp / "files").iterdir())
                 raise SourceError(f"pip download gave no {p.file}", hint=f"got {found}")
-            digest = _sha256(got)
+            digest = sha256_file(got)
             if digest != p.sha256:
                 got.unlink()
                 raise SourceError(f"{p.file}: sha256 {digest} != pinned {p.sha256} (deleted)")

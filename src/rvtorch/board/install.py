@@ -22,7 +22,6 @@ Steps, each over SSH (:class:`rvtorch.board.remote.Remote`):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from .. import wheelhouse
 from ..errors import BuildError, UsageError, ValidationError
+from ..sources import sha256_file
 from ..targets import Target, matrix
 from ..wheel import arch_of_wheel
 from .remote import Remote
@@ -261,13 +261,6 @@ def run_probe_script(remote: Remote, python: str, *, torch: bool,
     return json.loads(lines[-1]), proc.stderr
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _zip_size(path: Path) -> int:
     with zipfile.ZipFile(path) as zf:
@@ -285,7 +278,7 @@ def stage_files(remote: Remote, files: list[Path], stage: str) -> tuple[int, flo
     for line in proc.stdout.splitlines():
         digest, _, name = line.partition("  ")
         have[name.strip()] = digest
-    send = [f for f in files if have.get(f.name) != _sha256(f)]
+    send = [f for f in files if have.get(f.name) != sha256_file(f)]
     if send:
         remote.copy_to(send, stage, timeout=INSTALL_TIMEOUT)
     return len(send), time.monotonic() - t0
