@@ -41,6 +41,7 @@ import http.server
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -1044,6 +1045,24 @@ class Bench:
         self.add(row, started)
 
 
+# The run's temporary work directory (``rvtorch-faults-XXXX`` under the temp dir) in recorded
+# commands and messages: a machine path, so the results name it ``$WORK`` instead.
+# (also where a recorded line was cut to 300 characters inside that name)
+_WORK_DIR = re.compile(r"/[^\s\"']*/rvtorch-f(?:a(?:u(?:l(?:t(?:s(?:-[A-Za-z0-9_]*)?)?)?)?)?)?$|"
+                       r"/[^\s\"']*/rvtorch-faults-[A-Za-z0-9_]+")
+
+
+def relabel(obj: Any) -> Any:
+    """``obj`` with every path under the run's work directory written as ``$WORK/...``."""
+    if isinstance(obj, str):
+        return _WORK_DIR.sub("$WORK", obj)
+    if isinstance(obj, list):
+        return [relabel(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: relabel(v) for k, v in obj.items()}
+    return obj
+
+
 ALL_GROUPS = ["inputs", "downloads", "file_systems", "unpack", "build_prepare", "publish",
               "validation", "check_wheel", "hypothesis"]
 
@@ -1059,7 +1078,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the pinned Debian files are (copied, never written)")
     ap.add_argument("--output", type=Path, default=RESULTS)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--relabel", action="store_true",
+                    help="only rewrite --output with its work-directory paths as $WORK")
     args = ap.parse_args(argv)
+    if args.relabel:
+        args.output.write_text(json.dumps(relabel(json.loads(args.output.read_text())),
+                                          indent=1) + "\n")
+        return 0
     if os.geteuid() != 0:
         raise SystemExit("bench_faults: needs root (tmpfs and read-only bind mounts)")
     groups = args.only or ALL_GROUPS
@@ -1087,7 +1112,7 @@ def main(argv: list[str] | None = None) -> int:
         "groups": groups,
         "wall_s": round(time.monotonic() - t0, 1),
         "summary": {**counts, "total": len(rows), "all_green": counts["red"] == 0},
-        "rows": [asdict(r) for r in rows],
+        "rows": relabel([asdict(r) for r in rows]),
     }
     if set(groups) != set(ALL_GROUPS) and args.output == RESULTS:
         # Only the whole catalogue is a result; a partial run goes next to the work files.
