@@ -105,6 +105,22 @@ def _one_model(arch: str, cpu: str, report: Path, out: Path) -> None:
         out.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
 
 
+def earlier_models(path: Path, now: list[str]) -> dict[str, Any]:
+    """The emulated entries of an earlier run for the models this run does not repeat: a model
+    costs a quarter of an hour of QEMU, so one can be added without redoing the others. Each
+    entry says when it was recorded (the run's own date for entries written before this field)."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    kept = {}
+    for cpu, e in (old.get("emulated") or {}).items():
+        if cpu not in now:
+            kept[cpu] = {"recorded": old.get("created"),
+                         "load_avg_at_start": (old.get("machine") or {}).get("load_avg_at_start"),
+                         **e}
+    return kept
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--arch", default="riscv64")
@@ -112,6 +128,9 @@ def main() -> int:
                     help="CPU model (repeatable; default: first scalar and last vector model)")
     ap.add_argument("--jobs", type=int, default=2, help="CPU models run at once")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--keep-others", action="store_true",
+                    help="keep the earlier entries of the models not run now (each keeps its own "
+                         "`recorded` date and the load average of its own run)")
     args = ap.parse_args()
     t = matrix().target(args.arch)
     cpus = args.cpu or [t.scalar_models[0].name, t.vector_models[-1].name]
@@ -147,7 +166,7 @@ def main() -> int:
           f"{out['native_x86_full']['ok']}", file=sys.stderr)
     write(out, args.out)
     # 2. The target trains, per CPU model, in child processes.
-    out["emulated"] = {}
+    out["emulated"] = earlier_models(args.out, cpus) if args.keep_others else {}
     with tempfile.TemporaryDirectory() as tmp:
         ctx = multiprocessing.get_context("fork")
         pending = list(cpus)
@@ -175,6 +194,8 @@ def main() -> int:
                     run = r["runs"][0]
                     out["emulated"][cpu] = {
                         **reflow_entry(run["suites"]["reflow"]),
+                        "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "load_avg_at_start": out["machine"]["load_avg_at_start"],
                         "qemu": r.get("qemu"), "qemu_cpu": run.get("qemu_cpu"),
                         "report_wall_s": r.get("wall_s"), "failures": r.get("failures")}
                 e = out["emulated"][cpu]

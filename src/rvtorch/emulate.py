@@ -297,6 +297,9 @@ def setup(arches: Sequence[str]) -> list[str]:
         if t is None:
             continue
         state = binfmt_state(t)
+        # What setup registers (or finds) stays: a process that registered the entry for the
+        # time being must not remove it when it is done.
+        _binfmt_use_files(t)[1].unlink(missing_ok=True)
         if state.entries and all(e.fix_binary for e in state.entries):
             print(f"{arch}: already registered ({state.describe()})")
             continue
@@ -328,27 +331,64 @@ def teardown(arches: Sequence[str] | None = None, root: Path = BINFMT_DIR) -> li
     return removed
 
 
+def _binfmt_use_files(t: Target) -> tuple[Path, Path]:
+    """The lock every user of a temporary entry holds shared, and the marker saying the entry
+    was registered for the time being (not by ``emulator setup``)."""
+    from .paths import cache_dir
+
+    d = cache_dir() / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"binfmt-{t.arch}.lock", d / f"binfmt-{t.arch}.temporary"
+
+
 @contextlib.contextmanager
 def binfmt_registered(t: Target) -> Iterator[bool]:
     """Make sure target binaries run via binfmt for the duration (rootfs creation).
 
-    Yields True if this call registered an entry (it is removed again on exit). Without
-    binfmt and without root: a usage error saying exactly what to do.
+    Yields True if this call registered an entry. Several toolkit processes may need the entry
+    at once (a build's rootfs and a benchmark's), so every user holds a shared lock for the
+    duration, and the last one out removes a temporary entry: never the entry under another
+    process's feet, never one that ``emulator setup`` made permanent. Without binfmt and
+    without root: a usage error saying exactly what to do.
     """
-    if binfmt_state(t).usable_in(None):
-        yield False
-        return
-    if not is_root():
-        raise UsageError(
-            f"running {t.arch} binaries during rootfs creation needs binfmt_misc with the F flag",
-            hint=f"run `sudo rvtorch emulator setup --arch {t.arch}` once, then retry",
-        )
-    mount_binfmt()
-    name = register(t, qemu_binary(t))
+    import fcntl
+
+    lock_path, temporary = _binfmt_use_files(t)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        yield True
+        fcntl.flock(fd, fcntl.LOCK_EX)  # check-and-register is one step among users
+        registered = False
+        if not binfmt_state(t).usable_in(None):
+            if not is_root():
+                raise UsageError(
+                    f"running {t.arch} binaries during rootfs creation needs binfmt_misc with "
+                    "the F flag",
+                    hint=f"run `sudo rvtorch emulator setup --arch {t.arch}` once, then retry",
+                )
+            mount_binfmt()
+            temporary.write_text(f"{os.getpid()}\n")
+            register(t, qemu_binary(t))
+            registered = True
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            yield registered
+        finally:
+            _release_binfmt(t, fd, temporary)
     finally:
-        unregister(name)
+        os.close(fd)
+
+
+def _release_binfmt(t: Target, fd: int, temporary: Path) -> None:
+    """Leave the entry; the last user of a temporary one removes it."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another process still runs target binaries through it
+    if temporary.exists():
+        unregister(own_entry_name(t))
+        temporary.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------

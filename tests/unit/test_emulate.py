@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,88 @@ def test_setup_and_teardown_refuse_without_root(monkeypatch: pytest.MonkeyPatch,
     assert "needs root" in err and "sudo rvtorch emulator setup" in err
     assert main(["emulator", "setup", "--arch", "riscv6"]) == 2
     assert "did you mean 'riscv64'" in capsys.readouterr().err
+
+
+class _FakeBinfmt:
+    """A binfmt_misc stand-in shared by processes through a file: registered or not."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.flag = tmp / "registered"
+        self.log = tmp / "calls"
+
+    def usable(self) -> bool:
+        return self.flag.exists()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake = self
+
+        class State:
+            def usable_in(self, _root: object) -> bool:
+                return fake.usable()
+
+        def reg(_t: object, _q: str) -> str:
+            fake.flag.write_text("1")
+            with fake.log.open("a") as fh:
+                fh.write(f"register {os.getpid()}\n")
+            return "rvtorch-riscv64"
+
+        def unreg(_name: str) -> None:
+            fake.flag.unlink(missing_ok=True)
+            with fake.log.open("a") as fh:
+                fh.write(f"unregister {os.getpid()}\n")
+
+        monkeypatch.setattr(emulate, "binfmt_state", lambda _t: State())
+        monkeypatch.setattr(emulate, "register", reg)
+        monkeypatch.setattr(emulate, "unregister", unreg)
+        monkeypatch.setattr(emulate, "is_root", lambda: True)
+        monkeypatch.setattr(emulate, "mount_binfmt", lambda: None)
+        monkeypatch.setattr(emulate, "qemu_binary", lambda _t: "/usr/bin/qemu-riscv64-static")
+
+
+def test_a_temporary_binfmt_entry_stays_while_another_process_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two toolkit processes make rootfs at once: the one that registered the entry leaves
+    first, and the entry must stay until the other is done (the last one out removes it)."""
+    monkeypatch.setenv("RVTORCH_CACHE", str(tmp_path / "cache"))
+    fake = _FakeBinfmt(tmp_path)
+    fake.install(monkeypatch)
+    t = target("riscv64")
+    inside, leave = os.pipe(), os.pipe()
+    pid = -1
+    try:
+        with emulate.binfmt_registered(t) as registered:
+            assert registered and fake.usable()
+            pid = os.fork()
+            if pid == 0:  # the second user: finds the entry, uses it until told to leave
+                code = 1
+                try:
+                    with emulate.binfmt_registered(t) as mine:
+                        os.write(inside[1], b"1" if not mine else b"0")
+                        select.select([leave[0]], [], [], 30)  # never hangs the suite
+                        code = 0 if fake.usable() else 3
+                finally:
+                    os._exit(code)
+            assert select.select([inside[0]], [], [], 30)[0], "the second user never started"
+            assert os.read(inside[0], 1) == b"1"
+        assert fake.usable(), "the first process removed the entry under the second one"
+    finally:
+        os.write(leave[1], b"x")
+        if pid > 0:
+            _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not fake.usable(), "the last user must remove the temporary entry"
+    assert [ln.split()[0] for ln in fake.log.read_text().splitlines()] == ["register",
+                                                                           "unregister"]
+
+
+def test_an_entry_from_emulator_setup_is_never_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RVTORCH_CACHE", str(tmp_path / "cache"))
+    fake = _FakeBinfmt(tmp_path)
+    fake.install(monkeypatch)
+    fake.flag.write_text("1")  # registered before, permanently (no temporary marker)
+    with emulate.binfmt_registered(target("riscv64")) as registered:
+        assert not registered
+    assert fake.usable() and not fake.log.exists()
