@@ -14,6 +14,10 @@
    the rootfs of ``rvtorch validate --rootfs-torch`` — and the same suites (``--suite``,
    default smoke), the same CPU model: ``board validate --vm`` vs ``rvtorch validate``.
    With ``--wheel`` our wheel is validated on the board as well.
+5. **Our wheel, board vs qemu-user** (``--wheel FILE --cpu A --cpu B``): per CPU model a cold
+   boot, then ``board validate --vm --wheel`` (pip installs the wheel into a fresh venv on the
+   board, then the suites) and ``rvtorch validate --wheel`` under qemu-user with the same model
+   and suites: the same wheel, the same goldens, on both sides. Debian's torch is not needed.
 
 Writes benchmarks/results/board.json (history of earlier runs kept). Needs root the first time
 (the image). Run it in the background: ``.venv/bin/python benchmarks/bench_board.py >
@@ -70,7 +74,9 @@ def suite_walls(report: dict[str, Any]) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cpu", default="rvv128", help="CPU model of the board and of qemu-user")
+    ap.add_argument("--cpu", action="append", default=[],
+                    help="CPU model of the board and of qemu-user (default rvv128; repeatable "
+                    "with --wheel)")
     ap.add_argument("--suite", default="smoke", help="validation suites (comma list)")
     ap.add_argument("--wheel", type=Path, help="our torch wheel (default: the stand-in)")
     ap.add_argument("--reuse", action="store_true",
@@ -82,8 +88,13 @@ def main() -> int:
                     help="skip the second install (files already on the board)")
     args = ap.parse_args()
     t = matrix().target(ARCH)
+    cpus = args.cpu or ["rvv128"]
+    for c in cpus:
+        t.cpu_model(c)  # an unknown model is a usage error before anything boots
+    if len(cpus) > 1 and not args.wheel:
+        raise SystemExit("bench_board: several --cpu need --wheel (our wheel on each board)")
     record: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "arch": ARCH, "cpu": args.cpu, "suites": args.suite,
+                              "arch": ARCH, "cpu": cpus[0], "suites": args.suite,
                               "host_cores": os.cpu_count(), "load_before": os.getloadavg()}
     tree = ensure_qemu()
     image = ensure_image(t)
@@ -92,6 +103,13 @@ def main() -> int:
                        "qemu": tree.version, "kernel": image.manifest["kernel_package"],
                        "disk_mb": round(image.disk.stat().st_blocks * 512 / 1e6)}
 
+    if args.wheel:
+        record["cpus"] = cpus
+        record["wheel"] = args.wheel.name
+        record["per_cpu"] = {cpu: wheel_on_board_and_qemu_user(args.wheel, cpu, args.suite)
+                             for cpu in cpus}
+        return finish(record, args)
+    args.cpu = cpus[0]
     if not args.reuse:
         cli("board", "down", "--arch", ARCH, "--discard")
         _, record["boot_s"] = cli("board", "up", "--arch", ARCH, "--cpu", args.cpu,
@@ -151,6 +169,48 @@ def main() -> int:
                 k: json.loads((wheel_dir / "report.json").read_text())[k]
                 for k in ("ok", "checks_total", "failures")}
     return finish(record, args)
+
+
+def report_summary(rep: dict[str, Any]) -> dict[str, Any]:
+    run = rep["runs"][0]
+    return {"ok": rep["ok"], "checks_total": rep["checks_total"],
+            "failures": rep.get("failures"), "cpu_model": run.get("cpu"),
+            "suite_wall_s": suite_walls(rep),
+            "suite_status": {s: v.get("status") for s, v in run["suites"].items()}}
+
+
+def wheel_on_board_and_qemu_user(wheel: Path, cpu: str, suites: str) -> dict[str, Any]:
+    """One CPU model: cold boot, pip install + suites on the board, the same under qemu-user."""
+    rec: dict[str, Any] = {}
+    cli("board", "down", "--arch", ARCH, "--discard")
+    _, rec["boot_s"] = cli("board", "up", "--arch", ARCH, "--cpu", cpu, "--timeout", "3000")
+    status = json.loads(cli("board", "status", "--arch", ARCH, "--json")[0].stdout)
+    pid = int(status["pid"])
+    rec["qemu_cpu_s_boot"] = qemu_cpu_seconds(pid)
+    with tempfile.TemporaryDirectory() as tmp:
+        board_dir, user_dir = Path(tmp) / "board", Path(tmp) / "qemu-user"
+        _, rec["board_install_and_validate_s"] = cli(
+            "board", "validate", "--vm", "--arch", ARCH, "--wheel", str(wheel),
+            "--venv", "~/bench-venv", "--suite", suites, "--report", str(board_dir))
+        rec["qemu_cpu_s_after_validate"] = qemu_cpu_seconds(pid)
+        board_rep = json.loads((board_dir / "report.json").read_text())
+        target = board_rep.get("target") or {}
+        install = target.get("install") or {}
+        rec["install_timings_s"] = install.get("timings")
+        rec["board_cpu"] = {k: (target.get("cpu") or {}).get(k)
+                            for k in ("isa", "vector", "vlen", "cpus")}
+        rec["board_openblas_core"] = install.get("openblas_core")
+        rec["board"] = report_summary(board_rep)
+        _, rec["qemu_user_validate_s"] = cli(
+            "validate", "--arch", ARCH, "--wheel", str(wheel), "--cpu", cpu, "--suite", suites,
+            "--report", str(user_dir))
+        rec["qemu_user"] = report_summary(json.loads((user_dir / "report.json").read_text()))
+    cli("board", "down", "--arch", ARCH)
+    print(f"{cpu}: boot {rec['boot_s']} s, board install+validate "
+          f"{rec['board_install_and_validate_s']} s (ok {rec['board']['ok']}), qemu-user "
+          f"validate {rec['qemu_user_validate_s']} s (ok {rec['qemu_user']['ok']})",
+          file=sys.stderr)
+    return rec
 
 
 def qemu_cpu_seconds(pid: int) -> float:
