@@ -83,7 +83,7 @@ def parity_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per compared figure: what, CPU model, host value, target value, error, tol, ok."""
     rows: list[dict[str, Any]] = []
     for run in report.get("runs", []):
-        for suite in ("smoke", "reflow", "fl"):
+        for suite in ("smoke", "reflow", "fl", "ops"):
             for c in _suite(run, suite).get("checks", []):
                 if c.get("tol") is None and "match" not in c["name"]:
                     continue
@@ -273,6 +273,9 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
     if report.get("skipped"):
         parts.append("<h2>Skipped (not a pass)</h2><ul>" + "".join(
             f"<li class='skip'>{_e(f)}</li>" for f in report["skipped"]) + "</ul>")
+    if report.get("skipped_checks"):
+        parts.append("<h2>Skipped checks (not a pass, not a failure)</h2><ul>" + "".join(
+            f"<li class='skip'>{_e(f)}</li>" for f in report["skipped_checks"]) + "</ul>")
     # CPU models, suites and timings
     rows = []
     host_t = (report.get("host") or {}).get("timings_s") or {}

@@ -50,9 +50,10 @@ from .proc import die_with_parent
 from .targets import CpuModel, matrix, suggest
 
 SUITES = ("smoke", "reflow", "fl")
-# On request only (--suite fastflow-fl): the C++ FL programs on FastFlow + libtorch
-# (rvtorch.fastflow_fl, docs/fastflow.md).
-OPTIONAL_SUITES = ("fastflow-fl",)
+# On request only: --suite fastflow-fl, the C++ FL programs on FastFlow + libtorch
+# (rvtorch.fastflow_fl, docs/fastflow.md); --suite ops, the op-parity table (validate/ops.py,
+# docs/aten-rvv.md): minutes per CPU model under QEMU, which a build's validation cannot spare.
+OPTIONAL_SUITES = ("fastflow-fl", "ops")
 PACKAGE = "rvtorch_validate"  # name of the copied package inside the guest
 HOST_PYTHON_ENV = "RVTORCH_VALIDATE_HOST_PYTHON"
 # Faults the checks must catch (tests and `--inject`): each one must end in exit 5.
@@ -64,7 +65,7 @@ GUEST_PYTHON = "/usr/bin/python3"
 # One BLAS/OpenMP thread in every suite process: results do not depend on the thread count,
 # and on a 2-core machine running 3 FL ranks, spinning pool threads only burn emulated cycles.
 SUITE_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-SUITE_TIMEOUT = {"smoke": 900.0, "reflow": 1500.0, "fl": 900.0}
+SUITE_TIMEOUT = {"smoke": 900.0, "reflow": 1500.0, "fl": 900.0, "ops": 1500.0}
 FULL_TIMEOUT = 4 * 3600.0
 
 
@@ -396,6 +397,8 @@ def reference_key(suite: str, opts: Options, host: PyEnv) -> str:
         params["datasets"] = opts.reflow_datasets
     if suite == "fl":
         params.update(ranks=opts.fl_ranks, rounds=opts.fl_rounds, timeout=opts.fl_timeout)
+    if suite == "ops":
+        params["full"] = opts.full
     h.update(json.dumps(params, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -464,6 +467,8 @@ def make_reference(suite: str, opts: Options, host: PyEnv, final: Path) -> None:
                     # One thread: these small ops gain nothing from more, and OpenBLAS/OpenMP
                     # threads spinning on a loaded 2-core machine cost a lot.
                     args += ["--datasets", ",".join(opts.reflow_datasets)]
+                if suite == "ops" and opts.full:
+                    args.append("--full")
                 run = run_module(host, gdir, hdir, suite, args, cpu=None,
                                  out_name=f"{suite}_host.json", timeout=3600.0)
             if not run.ok:
@@ -557,6 +562,8 @@ def target_args(suite: str, opts: Options, model: CpuModel | None, gdir: str,
         args += ["--datasets", ",".join(opts.reflow_datasets)]
         if opts.full:
             args.append("--full")
+    if suite == "ops" and opts.full:
+        args.append("--full")
     return args
 
 
@@ -622,6 +629,9 @@ def run_model(opts: Options, tenv: PyEnv, info: dict[str, Any], model: CpuModel 
                 from .fastflow_fl import suite_run
 
                 run = suite_run(opts.arch, cpu=cpu)
+            elif suite == "ops":
+                run = run_ops(tenv, gdir, hdir, target_args(suite, opts, model, gdir, info, venv),
+                              cpu=cpu, timeout=FULL_TIMEOUT if opts.full else SUITE_TIMEOUT[suite])
             elif suite == "fl":
                 faults = []
                 if "kill-rank" in opts.inject:
@@ -639,10 +649,60 @@ def run_model(opts: Options, tenv: PyEnv, info: dict[str, Any], model: CpuModel 
                 said = f"SKIPPED ({run.skip_reason})"
             else:
                 said = "ok" if run.ok else "FAIL " + (run.problem or _failed(run.result))
+                said += "".join(f", {c['name']} SKIPPED ({c['reason']})"
+                                for c in _skipped_checks(run.result))
             progress(f"{opts.arch} {label}: {suite} {said} ({run.wall_s:.1f} s, "
                      f"CPU {run.cpu_s:.1f} s)")
             entry["suites"][suite] = run.to_json()
     return entry
+
+
+OPS_OUTPUTS = "ops_outputs.json"
+OPS_NEEDS_DEFAULT = "needs a DEFAULT run"
+
+
+def run_ops(tenv: PyEnv, gdir: str, hdir: Path, args: Sequence[str], *, cpu: str | None,
+            timeout: float) -> SuiteRun:
+    """The op-parity suite: against the x86 golden, then, if torch chose a capability other
+    than DEFAULT, the same table in a second process with ``ATEN_CPU_CAPABILITY=default``
+    against the first one's values. Started from here, not by the suite: under ``qemu -L`` a
+    guest's child would be a host program (rvtorch.emulate)."""
+    run = run_module(tenv, gdir, hdir, "ops", [*args, "--outputs", f"{gdir}/{OPS_OUTPUTS}"],
+                     cpu=cpu, out_name="ops.json", timeout=timeout)
+    parity = (((run.result or {}).get("info") or {}).get("capability_parity") or {})
+    if run.problem or parity.get("status") != OPS_NEEDS_DEFAULT:
+        return run
+    progress(f"ops: {parity.get('chosen')} chosen; the table again with "
+             "ATEN_CPU_CAPABILITY=default")
+    default = run_module(tenv, gdir, hdir, "ops", [*args, "--against", f"{gdir}/{OPS_OUTPUTS}"],
+                         cpu=cpu, out_name="ops_default.json", timeout=timeout,
+                         env={"ATEN_CPU_CAPABILITY": "default"})
+    return merge_capability_run(run, default)
+
+
+def merge_capability_run(run: SuiteRun, default: SuiteRun) -> SuiteRun:
+    """One ops result: the chosen capability's checks and the DEFAULT process's ones."""
+    assert run.result is not None
+    res = run.result
+    dres = default.result or {}
+    res["checks"] = list(res.get("checks", [])) + list(dres.get("checks", []))
+    res["ok"] = bool(res.get("ok")) and default.ok
+    info = res.setdefault("info", {})
+    info["capability_parity"] = {
+        "status": default.status, "chosen": info.get("cpu_capability"),
+        "default_capability": (dres.get("info") or {}).get("cpu_capability"),
+        "wall_s": round(default.wall_s, 2), "cpu_s": round(default.cpu_s, 2),
+        "exit": default.exit, "problem": default.problem, "timings": dres.get("timings")}
+    run.wall_s += default.wall_s
+    run.cpu_s += default.cpu_s
+    if default.problem:
+        run.problem = "; ".join(p for p in (run.problem, f"DEFAULT run: {default.problem}") if p)
+    return run
+
+
+def _skipped_checks(result: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Checks a suite could not make (``info.skipped_checks``): listed, never a pass."""
+    return list(((result or {}).get("info") or {}).get("skipped_checks") or [])
 
 
 def _qemu_info(arch: str, rootfs: Path | None) -> dict[str, Any]:
@@ -659,6 +719,7 @@ def summarise(report: dict[str, Any]) -> None:
     """Failures, skips and the verdict of a report (``ok`` only if it is ``passed``)."""
     failures: list[str] = []
     skipped: list[str] = []
+    skipped_checks: list[str] = []
     total = 0
     for run in report["runs"]:
         for suite, s in run["suites"].items():
@@ -666,6 +727,8 @@ def summarise(report: dict[str, Any]) -> None:
             status = s.get("status") or (PASSED if s.get("ok") else FAILED)
             if status == SKIPPED:
                 skipped.append(f"{where}: skipped: {s.get('skip_reason') or '?'}")
+            skipped_checks += [f"{where}: {c['name']}: skipped: {c['reason']}"
+                               for c in _skipped_checks(s.get("result"))]
             if s["problem"]:
                 failures.append(f"{where}: {s['problem']}")
             for c in (s.get("result") or {}).get("checks", []):
@@ -681,6 +744,9 @@ def summarise(report: dict[str, Any]) -> None:
     report["checks_total"] = total
     report["failures"] = failures
     report["skipped"] = skipped
+    # A check a suite could not make (ops: no second CPU capability): not a pass, and not a
+    # failure of what was asked; listed in the report.
+    report["skipped_checks"] = skipped_checks
     report["verdict"] = verdict(failures, skipped, total)
     report["ok"] = report["verdict"] == PASSED
 

@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..targets import matrix
 from ..validation import (
     FAULTS,
+    OPTIONAL_SUITES,
     SUITES,
     Options,
     parse_inject,
@@ -45,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--cpu", action="append", default=[], metavar="MODEL",
                    help="CPU model from targets.toml (repeatable; default: every model)")
     p.add_argument("--suite", default=",".join(SUITES),
-                   help=f"comma list of suites (default {','.join(SUITES)})")
+                   help=f"comma list of suites (default {','.join(SUITES)}; on request: "
+                   f"{','.join(OPTIONAL_SUITES)})")
     p.add_argument("--full", action="store_true",
                    help="train ReFlow teacher and student on the target too (hours under QEMU)")
     p.add_argument("--report", required=True, type=REPORT_DIR,
