@@ -276,7 +276,7 @@ def test_a_default_only_torch_reports_the_capability_check_skipped(tmp_path: Pat
     assert report["verdict"] == "passed"
     assert len(report["skipped_checks"]) == 1
     assert report["skipped_checks"][0].startswith(
-        "native/ops: capability_parity: skipped: torch chose ")
+        "x86/native/ops: capability_parity: skipped: torch chose ")
 
 
 def test_a_requested_capability_comparison_that_cannot_run_fails(tmp_path: Path,
