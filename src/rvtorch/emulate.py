@@ -356,7 +356,7 @@ def binfmt_registered(t: Target) -> Iterator[bool]:
     lock_path, temporary = _binfmt_use_files(t)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # check-and-register is one step among users
+        fcntl.flock(fd, fcntl.LOCK_SH)
         registered = False
         if not binfmt_state(t).usable_in(None):
             if not is_root():
@@ -365,11 +365,13 @@ def binfmt_registered(t: Target) -> Iterator[bool]:
                     "the F flag",
                     hint=f"run `sudo rvtorch emulator setup --arch {t.arch}` once, then retry",
                 )
-            mount_binfmt()
-            temporary.write_text(f"{os.getpid()}\n")
-            register(t, qemu_binary(t))
-            registered = True
-        fcntl.flock(fd, fcntl.LOCK_SH)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # check-and-register is one step among users
+            if not binfmt_state(t).usable_in(None):
+                mount_binfmt()
+                temporary.write_text(f"{os.getpid()}\n")
+                register(t, qemu_binary(t))
+                registered = True
+            fcntl.flock(fd, fcntl.LOCK_SH)
         try:
             yield registered
         finally:
@@ -571,8 +573,15 @@ def _chroot_true(rootfs: Path, state: BinfmtState) -> bool:
     return proc.returncode == 0
 
 
+# Modes fixed for a whole run by :func:`pinned_mode`: (arch, resolved rootfs) -> mode.
+_PINNED: dict[tuple[str, str], str] = {}
+
+
 def mode_for(arch: str, rootfs: Path | None) -> str:
     """``native`` (host), ``binfmt`` (chroot) or ``qemu`` (explicit -L); see the module doc."""
+    pinned = _PINNED.get((arch, str(Path(rootfs).resolve()))) if rootfs is not None else None
+    if pinned is not None:
+        return pinned
     t = resolve(arch)
     forced = os.environ.get(MODE_ENV, "auto") or "auto"
     if forced not in MODES:
@@ -593,6 +602,46 @@ def mode_for(arch: str, rootfs: Path | None) -> str:
     if forced == "qemu" or not usable:
         return "qemu"
     return "binfmt"
+
+
+@contextlib.contextmanager
+def pinned_mode(arch: str, rootfs: Path) -> Iterator[str]:
+    """Fix the emulation mode of ``rootfs`` for a whole run (a validation).
+
+    Guest paths differ between the modes (chroot: ``/tmp/...``; explicit ``qemu -L``: the host
+    path), so a venv made in one mode cannot be run in the other: a binfmt entry registered or
+    removed by another process in the middle of a run must not switch the mode under it. In
+    binfmt mode the run also counts as a user of the entry (see :func:`binfmt_registered`), so
+    a toolkit process that registered it for the time being leaves it in place until this run
+    is done.
+    """
+    key = (arch, str(Path(rootfs).resolve()))
+    if key in _PINNED:
+        yield _PINNED[key]
+        return
+    t = resolve(arch)
+    fd: int | None = None
+    if t is not None and is_root():
+        import fcntl
+
+        lock_path, _ = _binfmt_use_files(t)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # not while another process registers or removes
+    try:
+        mode = mode_for(arch, rootfs)
+        if mode != "binfmt" and fd is not None:
+            os.close(fd)  # explicit qemu -L needs no entry: never hold up a registration
+            fd = None
+        _PINNED[key] = mode
+        try:
+            yield mode
+        finally:
+            _PINNED.pop(key, None)
+            if fd is not None and t is not None:
+                _release_binfmt(t, fd, _binfmt_use_files(t)[1])
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 # Runs on the host: mounts /proc, /sys (a bind: a second sysfs mount fails where one is already

@@ -506,21 +506,26 @@ def target_env(opts: Options) -> Iterator[tuple[PyEnv, dict[str, Any]]]:
     nothing on the venv's path but what pip installed from the wheelhouse, so an import that
     works here works on a board that installed the wheel the same way.
     """
+    from .emulate import pinned_mode
     from .rootfs import ensure_rootfs
 
+    # The rootfs first (making one may register a binfmt entry), then the emulation mode is
+    # fixed for the whole run: another process toggling binfmt cannot switch it midway.
     if opts.wheel is None:
         progress(f"{opts.arch}: target rootfs with Debian's python3-torch")
         rootfs = ensure_rootfs(opts.arch, with_torch=True)
-        yield PyEnv(name=opts.arch, rootfs=rootfs), {
-            "rootfs": str(rootfs), "rootfs_torch": _manifest_torch(rootfs),
-            "torch_source": "rootfs"}
+        with pinned_mode(opts.arch, rootfs):
+            yield PyEnv(name=opts.arch, rootfs=rootfs), {
+                "rootfs": str(rootfs), "rootfs_torch": _manifest_torch(rootfs),
+                "torch_source": "rootfs"}
         return
     from .wheelhouse import install_in_rootfs
 
     rootfs = ensure_rootfs(opts.arch, with_torch=False)
     info: dict[str, Any] = {"rootfs": str(rootfs), "rootfs_torch": _manifest_torch(rootfs),
                             "torch_source": "wheel", "wheel": opts.wheel.name}
-    with PyEnv(name=opts.arch, rootfs=rootfs).workdir() as (hdir, gdir):
+    with pinned_mode(opts.arch, rootfs), \
+            PyEnv(name=opts.arch, rootfs=rootfs).workdir() as (hdir, gdir):
         progress(f"{opts.arch}: pip installs {opts.wheel.name} into a clean venv "
                  "(base rootfs, wheelhouse, --no-index)")
         inst = install_in_rootfs(opts.arch, rootfs, opts.wheel, (hdir, gdir))

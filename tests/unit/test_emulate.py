@@ -426,3 +426,28 @@ def test_an_entry_from_emulator_setup_is_never_removed(
     with emulate.binfmt_registered(target("riscv64")) as registered:
         assert not registered
     assert fake.usable() and not fake.log.exists()
+
+
+def test_the_emulation_mode_is_fixed_for_a_run(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A venv made under explicit `qemu -L` has host paths; if another process registers a
+    binfmt entry midway, the run must not switch to chroot (where those paths do not exist)."""
+    monkeypatch.setenv("RVTORCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(emulate.MODE_ENV, raising=False)
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "usr").mkdir(parents=True)
+    entry = {"usable": False}
+    monkeypatch.setattr(emulate, "is_root", lambda: True)
+    monkeypatch.setattr(emulate, "chroot_works", lambda _state, _root: entry["usable"])
+    monkeypatch.setattr(emulate, "binfmt_state", lambda _t: None)
+    assert emulate.mode_for("riscv64", rootfs) == "qemu"
+    with emulate.pinned_mode("riscv64", rootfs) as mode:
+        assert mode == "qemu"
+        entry["usable"] = True  # another process registers an entry
+        assert emulate.mode_for("riscv64", rootfs) == "qemu"
+        with emulate.pinned_mode("riscv64", rootfs) as inner:  # nested: the same mode
+            assert inner == "qemu"
+    assert emulate.mode_for("riscv64", rootfs) == "binfmt"
+    with emulate.pinned_mode("riscv64", rootfs) as mode:
+        entry["usable"] = False  # an entry disabled by hand: still binfmt for this run
+        assert mode == emulate.mode_for("riscv64", rootfs) == "binfmt"
