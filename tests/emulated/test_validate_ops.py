@@ -1,9 +1,10 @@
 """The op-parity suite for real: Debian's riscv64 torch under QEMU (rv64) against the golden of
 Debian's amd64 torch, through `rvtorch validate --suite ops`.
 
-Cost (one run, on the shared 2-core machine while a full build held both cores): about 45 CPU
-seconds for the x86 reference and the suite process under QEMU; the wall time was far longer
-(QEMU waiting on the disk), so the test prints both.
+Cost (measured twice on the shared 2-core machine while a full build held both cores): about
+22 CPU seconds for the suite process under QEMU, 25 for the whole command with the x86
+reference; the wall time was 17-19 minutes (the guest's `import torch` waiting on the disk), so
+the test prints both.
 """
 
 from __future__ import annotations
