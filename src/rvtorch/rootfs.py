@@ -46,7 +46,12 @@ from .targets import Target, matrix
 
 # What goes into each rootfs. Bump RECIPE when the steps change: existing rootfs are remade.
 RECIPE = 1
-BASE_PACKAGES = ("python3",)
+# python3, and the system libraries the manylinux policy lets a wheel take from the system
+# (auditwheel's lib_whitelist) that minbase lacks: Debian's python3 does not pull libatomic1 on
+# riscv64, and a wheel linked against it (Debian's torch repaired: its libraries need it) must
+# import in the clean venv as it does on a board. libstdc++6, libgcc-s1, zlib1g and libexpat1
+# come with python3.
+BASE_PACKAGES = ("python3", "libatomic1")
 TORCH_PACKAGES = ("python3-torch", "python3-numpy", "libopenblas0-pthread")
 # Debian's torch must be this version: the validation layer compares target and host at equal
 # versions.
