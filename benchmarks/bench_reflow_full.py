@@ -131,12 +131,24 @@ def main() -> int:
     ap.add_argument("--keep-others", action="store_true",
                     help="keep the earlier entries of the models not run now (each keeps its own "
                          "`recorded` date and the load average of its own run)")
+    ap.add_argument("--merge-earlier", type=Path, metavar="OLD_JSON",
+                    help="run nothing: add OLD_JSON's emulated entries for the models the results "
+                         "file lacks (an earlier --keep-others run dropped them), then exit")
     args = ap.parse_args()
+    if args.merge_earlier:
+        cur = json.loads(args.out.read_text())
+        kept = earlier_models(args.merge_earlier, list(cur.get("emulated") or {}))
+        cur["emulated"] = {**kept, **(cur.get("emulated") or {})}
+        write(cur, args.out)
+        print(f"merged {', '.join(kept) or 'nothing'} from {args.merge_earlier}", file=sys.stderr)
+        return 0
     t = matrix().target(args.arch)
     cpus = args.cpu or [t.scalar_models[0].name, t.vector_models[-1].name]
     for c in cpus:
         t.cpu_model(c)  # unknown model: usage error before any work
     t0 = time.monotonic()
+    # Read before the first write below replaces the file.
+    earlier = earlier_models(args.out, cpus) if args.keep_others else {}
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "kernel": platform.release(), "load_avg_at_start": os.getloadavg()},
@@ -166,7 +178,7 @@ def main() -> int:
           f"{out['native_x86_full']['ok']}", file=sys.stderr)
     write(out, args.out)
     # 2. The target trains, per CPU model, in child processes.
-    out["emulated"] = earlier_models(args.out, cpus) if args.keep_others else {}
+    out["emulated"] = earlier
     with tempfile.TemporaryDirectory() as tmp:
         ctx = multiprocessing.get_context("fork")
         pending = list(cpus)
