@@ -32,7 +32,7 @@ REQUIRES = ("filelock", "typing-extensions>=4.10.0", 'setuptools; python_version
             'sympy==1.13.1; python_version >= "3.9"', "networkx", "jinja2", "fsspec")
 PACKAGES = ("torch", "torchgen", "functorch")
 # Not runtime: torch/lib is added below; headers, CMake files and test data are libtorch-dev's.
-SKIP = ("torch/lib/", "torch/include/", "torch/share/", "torch/test")
+SKIP = ("torch/lib/", "torch/include/", "torch/share/", "torch/test/")
 
 
 def _soname(lib: Path) -> str:
