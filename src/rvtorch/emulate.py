@@ -341,6 +341,12 @@ def _binfmt_use_files(t: Target) -> tuple[Path, Path]:
     return d / f"binfmt-{t.arch}.lock", d / f"binfmt-{t.arch}.temporary"
 
 
+def _binfmt_lock(t: Target) -> tuple[int, Path]:
+    """An open descriptor of the users' lock (not locked yet) and the temporary marker."""
+    lock_path, temporary = _binfmt_use_files(t)
+    return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644), temporary
+
+
 @contextlib.contextmanager
 def binfmt_registered(t: Target) -> Iterator[bool]:
     """Make sure target binaries run via binfmt for the duration (rootfs creation).
@@ -353,8 +359,7 @@ def binfmt_registered(t: Target) -> Iterator[bool]:
     """
     import fcntl
 
-    lock_path, temporary = _binfmt_use_files(t)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd, temporary = _binfmt_lock(t)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         registered = False
@@ -624,8 +629,7 @@ def pinned_mode(arch: str, rootfs: Path) -> Iterator[str]:
     if t is not None and is_root():
         import fcntl
 
-        lock_path, _ = _binfmt_use_files(t)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd, _ = _binfmt_lock(t)
         fcntl.flock(fd, fcntl.LOCK_SH)  # not while another process registers or removes
     try:
         mode = mode_for(arch, rootfs)

@@ -70,7 +70,7 @@ class BoardPyEnv(PyEnv):
     def workdir(self) -> Iterator[tuple[Path, str]]:
         assert self.remote is not None
         local = Path(tempfile.mkdtemp(prefix="rvtorch-board-"))
-        remote_dir = self.remote.run("mktemp -d /tmp/rvtorch-validate.XXXXXX",
+        remote_dir = self.remote.run("mktemp -d -t rvtorch-validate.XXXXXX",
                                      what="mktemp on the board").stdout.strip()
         self.dirs = (local, remote_dir)
         try:
