@@ -147,7 +147,8 @@ def _launch(args: argparse.Namespace, key: str, out: Path) -> int:
     """Start `rvtorch build --stage full` (nice 5, ccache) in the background, then poll it and
     rewrite the results entry ``key`` every minute until it ends."""
     plan = build.make_plan(
-        args.arch, provider="debian", jobs=args.jobs, cache="ccache", stage="full", out=out
+        args.arch, provider="debian", jobs=args.jobs, cache="ccache", stage="full", out=out,
+        features=features(args),
     )
     marker = bench_dir() / f"full-{key}"
     marker.with_suffix(".start").write_text(_iso(time.time()) + "\n")
@@ -159,8 +160,9 @@ def _launch(args: argparse.Namespace, key: str, out: Path) -> int:
     argv = [
         "nice", "-n", "5", str(ROOT / "scripts" / "build_torch.sh"), "--arch", args.arch,
         "--source", "debian", "--jobs", str(args.jobs), "--cache", "ccache", "--out", plan.out,
+        *(["--aten-rvv", args.aten_rvv] if args.aten_rvv else []),
     ]
-    fresh = starting_state(args.arch)
+    fresh = starting_state(args.arch, features(args))
     (bench_dir() / f"full-{key}.state.json").write_text(json.dumps(fresh, indent=2) + "\n")
     with log.open("w") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
@@ -178,14 +180,26 @@ def _launch(args: argparse.Namespace, key: str, out: Path) -> int:
     return proc.returncode
 
 
-def starting_state(arch: str) -> dict[str, Any]:
+def features(args: argparse.Namespace) -> tuple[str, ...]:
+    """The optional patch groups a run asks for (``--aten-rvv on``: the aten-rvv group)."""
+    return ("aten-rvv",) if getattr(args, "aten_rvv", None) == "on" else ()
+
+
+def result_key(args: argparse.Namespace) -> str:
+    """The results entry of a run: ``<arch>``, or ``<arch>-aten-rvv-on|off`` when the run named
+    ``--aten-rvv`` (so the two capabilities' records sit side by side)."""
+    return f"{args.arch}-aten-rvv-{args.aten_rvv}" if args.aten_rvv else args.arch
+
+
+def starting_state(arch: str, feats: tuple[str, ...] = ()) -> dict[str, Any]:
     """What the machine held when the build started: a from-clean record needs an empty ccache,
     and a fresh machine has no binfmt_misc entry for the target."""
     ccache = cache_dir() / "ccache"
     objects = sum(1 for p in ccache.rglob("*") if p.is_file()) if ccache.is_dir() else 0
     return {"ccache_files": objects, "from_clean": objects == 0,
             "binfmt": build.host_binfmt(arch),
-            "tree_existed": Path(build.make_plan(arch, provider="debian").tree).exists()}
+            "tree_existed": Path(build.make_plan(arch, provider="debian",
+                                                 features=feats).tree).exists()}
 
 
 def verdict(out_dir: Path) -> dict[str, Any] | None:
@@ -198,7 +212,8 @@ def verdict(out_dir: Path) -> dict[str, Any] | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _launch(args, args.arch, bench_dir() / f"dist-{args.arch}")
+    key = result_key(args)
+    return _launch(args, key, bench_dir() / f"dist-{key}")
 
 
 def cmd_warm(args: argparse.Namespace) -> int:
@@ -254,6 +269,7 @@ def snapshot(
             "source": plan.source["provider"],
             "machine": machine(),
             "flags": {k: v for k, v in plan.env.items() if k.startswith(("USE_", "BLAS"))},
+            "features": list(plan.features),
             "recorded": _iso(time.time()),
         }
     )
@@ -288,9 +304,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         cache="ccache",
         stage="full",
-        out=Path(args.out) if args.out else None,
+        out=Path(args.out) if args.out else bench_dir() / f"dist-{result_key(args)}",
+        features=features(args),
     )
-    marker = bench_dir() / f"full-{args.arch}"
+    key = result_key(args)
+    marker = bench_dir() / f"full-{key}"
     start_s = marker.with_suffix(".start").read_text().strip()
     start = dt.datetime.strptime(start_s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
     end_f = marker.with_suffix(".end")
@@ -302,9 +320,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         else None
     )
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    if data.get(args.arch, {}).get("started") not in (None, start_s):
-        keep_previous(args.arch)  # a snapshot of a new run never overwrites an older run
-    snapshot(args.arch, start, end, plan, runner=args.runner, ccache_file=args.ccache_stats)
+    if data.get(key, {}).get("started") not in (None, start_s):
+        keep_previous(key)  # a snapshot of a new run never overwrites an older run
+    snapshot(args.arch, start, end, plan, runner=args.runner, ccache_file=args.ccache_stats,
+             key=key)
     return 0
 
 
@@ -317,6 +336,8 @@ def main() -> int:
         p.add_argument("--jobs", type=int, default=2)
         p.add_argument("--out", default=None)
         p.add_argument("--runner", default=None, help="free text: how the build was run")
+        p.add_argument("--aten-rvv", choices=("on", "off"), default=None,
+                       help="pass --aten-rvv to the build; results key <arch>-aten-rvv-<on|off>")
         p.add_argument("--ccache-stats", default=None,
                        help="file with `ccache --show-stats --verbose` output taken mid-build")
         p.set_defaults(func=func)
