@@ -30,7 +30,7 @@ def test_aten_rvv_group_is_optional_and_documented() -> None:
     tv = torch_version()
     series = series_for(tv)
     assert series.features() == ("aten-rvv",)
-    vec, capability = series.optional
+    vec, capability, generic = series.optional
     for rvv in series.optional:
         assert rvv.feature == "aten-rvv" and rvv.type == "feature"
         assert rvv.file.startswith("aten-rvv/") and rvv.path.is_file()
@@ -46,7 +46,7 @@ def test_aten_rvv_group_is_optional_and_documented() -> None:
     # Named: after the whole default series, in file order, and a different digest (tree).
     named = series.for_provider("debian", ["aten-rvv"])
     assert named[: len(series.patches)] == series.for_provider("debian")
-    assert named[len(series.patches):] == (vec, capability)
+    assert named[len(series.patches):] == (vec, capability, generic)
     assert series.digest("debian", ["aten-rvv"]) != series.digest("debian")
     # 0001 adds the RVV Vectorized, selected by CPU_CAPABILITY_RVV; 0002 the kernels capability.
     added = re.findall(r"^\+\+\+ b/(\S+)", vec.path.read_text(), re.M)
@@ -54,6 +54,10 @@ def test_aten_rvv_group_is_optional_and_documented() -> None:
     assert "aten/src/ATen/cpu/vec/vec256/rvv/vec256_double_rvv.h" in added
     changed = re.findall(r"^\+\+\+ b/(\S+)", capability.path.read_text(), re.M)
     assert {"cmake/Codegen.cmake", "aten/src/ATen/native/DispatchStub.cpp"} <= set(changed)
+    # 0003: the two kernel files whose RVV copy takes the generic path.
+    fallback = re.findall(r"^\+\+\+ b/(\S+)", generic.path.read_text(), re.M)
+    assert set(fallback) == {"aten/src/ATen/native/cpu/LerpKernel.cpp",
+                             "aten/src/ATen/native/cpu/DepthwiseConvKernel.cpp"}
 
 
 def test_unknown_feature_is_a_usage_error() -> None:
