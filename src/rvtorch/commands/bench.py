@@ -2,15 +2,19 @@
 
   rvtorch bench gemm [--arch riscv64]            under QEMU, every CPU model of targets.toml
   rvtorch bench gemm --native --lib NAME=PATH... on a board (no QEMU), same target script
+  rvtorch bench ops --wheel W                   ATen ops, DEFAULT vs RVV: executed instructions
+                                                under the counting QEMU (rvtorch.ops_bench)
+  rvtorch bench ops --native                    the same op table timed on a board
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from .. import gemm_bench
+from .. import gemm_bench, ops_bench, ops_target
 from ..cli import FILE, OUTPUT_FILE
 from ..errors import UsageError
 
@@ -36,6 +40,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     g.add_argument("--output", type=OUTPUT_FILE, help="results file (default: "
                    "benchmarks/results/gemm.json in a checkout, else the cache)")
     g.set_defaults(func=run_gemm)
+    o = bsub.add_parser("ops", help="ATen ops, DEFAULT vs RVV capability: executed instructions "
+                        "under QEMU, or wall-clock time on a board (--native)")
+    o.add_argument("--native", action="store_true",
+                   help="time the op table with this machine's python (a board), no QEMU")
+    o.add_argument("--python", default=None,
+                   help="with --native: the Python whose torch to time (default: this one)")
+    o.add_argument("--min-time", type=float, default=0.5,
+                   help="with --native: seconds of calls per op and block")
+    o.add_argument("--wheel", type=FILE, help="under QEMU: the riscv64 torch wheel to count")
+    o.add_argument("--cpu", action="append", default=[], metavar="MODEL",
+                   help="under QEMU: vector CPU model of targets.toml (repeatable; default "
+                   + " and ".join(ops_bench.DEFAULT_MODELS) + ")")
+    o.add_argument("--expect-rvv", choices=ops_bench.EXPECT, default="yes",
+                   help="under QEMU: must torch choose RVV on the vector models? 'no' is a trial "
+                   "run of a DEFAULT-only wheel (written outside benchmarks/results)")
+    o.add_argument("--n", type=int, default=5, help="under QEMU: calls per counted region")
+    o.add_argument("--size", type=int, default=ops_target.SIZE, help="elements per tensor")
+    o.add_argument("--json", "--output", dest="output", type=OUTPUT_FILE,
+                   help="results file (default: under QEMU benchmarks/results/aten_rvv.json, "
+                   "or the cache for --expect-rvv no; --native prints only)")
+    o.set_defaults(func=run_ops)
 
 
 def run_gemm(args: argparse.Namespace) -> int:
@@ -69,4 +94,29 @@ def run_gemm(args: argparse.Namespace) -> int:
     print(json.dumps(report["summary"], indent=1))
     print(f"results: {out}")
     gemm_bench.check(report)
+    return 0
+
+
+def run_ops(args: argparse.Namespace) -> int:
+    if args.native:
+        if args.wheel or args.cpu:
+            raise UsageError("--native times this machine's torch: --wheel/--cpu are for QEMU")
+        report = ops_bench.run_native(min_time=args.min_time, size=args.size,
+                                      python=args.python or sys.executable)
+        print(ops_bench.native_table(report))
+        if args.output:
+            ops_bench.write_report(report, args.output)
+            print(f"results: {args.output}")
+        return 0
+    if args.wheel is None:
+        raise UsageError("counting instructions needs --wheel (or --native on a board)",
+                         hint="rvtorch bench ops --wheel dist/torch-*-riscv64.whl")
+    expect = args.expect_rvv == "yes"
+    report = ops_bench.run_counts(args.wheel, models=args.cpu or ops_bench.DEFAULT_MODELS,
+                                  expect_rvv=expect, n=args.n, size=args.size)
+    out = args.output or (ops_bench.results_path() if expect else ops_bench.trial_path())
+    ops_bench.write_report(report, out)
+    print(ops_bench.count_table(report))
+    print(json.dumps(report["summary"], indent=1))
+    print(f"results: {out}")
     return 0
