@@ -42,13 +42,15 @@ SLOW_TESTS: dict[str, str] = {
         "bit-identical to its sequential FedAvg, whose accuracy matches x86's",
     "test_board.py::test_a_wheel_that_does_not_import_leaves_the_old_venv":
         "two more pip installs in the emulated riscv64 board (minutes each under TCG); the "
-        "default run keeps boot + ssh + one install + the bad-board checks",
+        "default run keeps boot, the stand-in torch wheel's pip install + smoke suite, one "
+        "install over --host and the bad-board checks (board.json test_tier)",
     "test_board.py::test_real_wheel_smoke_suite_on_the_board":
-        "a 65 MB torch wheel installed and its smoke suite run in qemu-system TCG",
-    "tests/emulated/test_board.py::":
-        "the virtual board's image build, a TCG boot and a pip install over SSH: about 20 min on "
-        "an idle 2-core machine (estimate; board.json holds the loaded runs), more than CI's "
-        "budget leaves beside the other emulated tests",
+        "a second torch wheel (ours, from dist/) installed and its smoke suite run in "
+        "qemu-system TCG; the default run does the same with the Debian-repaired stand-in",
+    "test_board.py::test_aarch64_board_installs_and_validates_its_wheel":
+        "a second board image (apt under qemu-user, board.json aarch64.image.image_s) and an "
+        "aarch64 TCG boot + install + smoke (board.json aarch64): the riscv64 board covers the "
+        "path in the default run",
     "test_wheel_validate.py::test_validate_wheel_pip_installs":
         "packs Debian's riscv64 torch into a 114 MB wheel (its MPI stack bundled), repairs it, "
         "then the default suites under QEMU: 10-15 min (estimate)",
