@@ -1,0 +1,246 @@
+"""bench_aten_rvv_cost.py: the kernel compile jobs taken from a tree's compile commands, the
+per-capability sums, the wheel and ELF figures, and the refusals (no on wheel, a trial run
+without --out) that must leave no record behind."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "rvtorch_bench_aten_rvv_cost", ROOT / "benchmarks" / "bench_aten_rvv_cost.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+cost = _load()
+
+OBJ = "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen/native/cpu"
+SRC = "/rvtorch/src/build/aten/src/ATen/native/cpu"
+
+
+def _entry(kernel: str, cap: str, launcher: str = "") -> dict[str, str]:
+    march = "rv64gcv" if cap == "RVV" else "rv64gc"
+    out = f"{OBJ}/{kernel}.cpp.{cap}.cpp.o"
+    src = f"{SRC}/{kernel}.cpp.{cap}.cpp"
+    cmd = (f"{launcher}/usr/bin/riscv64-linux-gnu-g++-14 -DX=1 -I/rvtorch/src/aten/src "
+           f"-march=rv64gc -O2 -march={march} -DCPU_CAPABILITY={cap} -DCPU_CAPABILITY_{cap} "
+           f"-o {out} -c {src}")
+    return {"directory": "/rvtorch/src/build", "command": cmd, "file": src, "output": out}
+
+
+def _commands() -> list[dict[str, str]]:
+    entries = [{"directory": "/rvtorch/src/build", "file": "/rvtorch/src/aten/src/ATen/Context.cpp",
+                "output": "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen/Context.cpp.o",
+                "command": "/usr/bin/riscv64-linux-gnu-g++-14 -o x.o -c Context.cpp"}]
+    for k in ("SoftMaxKernel", "BinaryOpsKernel", "airy_ai"):
+        entries += [_entry(k, "DEFAULT"), _entry(k, "RVV", launcher="/usr/bin/ccache ")]
+    return entries
+
+
+def test_kernel_jobs_take_both_copies_of_every_native_cpu_kernel() -> None:
+    jobs = cost.kernel_jobs(_commands(), scratch="/rvtorch/scratch")
+    assert [(j.kernel, j.capability) for j in jobs] == [
+        ("BinaryOpsKernel", "DEFAULT"), ("BinaryOpsKernel", "RVV"),
+        ("SoftMaxKernel", "DEFAULT"), ("SoftMaxKernel", "RVV"),
+        ("airy_ai", "DEFAULT"), ("airy_ai", "RVV"),
+    ]
+    rvv = jobs[1]
+    # the object goes to the scratch dir (the tree is mounted read-only), the compiler is called
+    # directly (no ccache launcher: it must really compile), the flags stay as ninja has them
+    assert rvv.argv[0] == "/usr/bin/riscv64-linux-gnu-g++-14"
+    assert "/usr/bin/ccache" not in rvv.argv
+    out = rvv.argv[rvv.argv.index("-o") + 1]
+    assert out == "/rvtorch/scratch/obj/BinaryOpsKernel.cpp.RVV.cpp.o"
+    assert rvv.argv[rvv.argv.index("-MF") + 1] == out + ".d"
+    assert "-march=rv64gcv" in rvv.argv and "-DCPU_CAPABILITY_RVV" in rvv.argv
+    assert list(rvv.argv[-2:]) == ["-c", f"{SRC}/BinaryOpsKernel.cpp.RVV.cpp"]
+    assert rvv.cwd == "/rvtorch/src/build"
+    assert rvv.object == "BinaryOpsKernel.cpp.RVV.cpp.o"
+
+
+def test_only_and_limit_select_whole_kernels() -> None:
+    only = cost.kernel_jobs(_commands(), scratch="/s", only="Soft|airy")
+    assert {j.kernel for j in only} == {"SoftMaxKernel", "airy_ai"}
+    limited = cost.kernel_jobs(_commands(), scratch="/s", limit=1)
+    assert [(j.kernel, j.capability) for j in limited] == [
+        ("BinaryOpsKernel", "DEFAULT"), ("BinaryOpsKernel", "RVV")]
+    with pytest.raises(cost.UsageError, match="no native/cpu kernel"):
+        cost.kernel_jobs(_commands(), scratch="/s", only="NoSuchKernel")
+
+
+def test_kernel_jobs_refuse_a_tree_without_the_rvv_copies() -> None:
+    default_only = [e for e in _commands() if ".RVV." not in e["output"]]
+    with pytest.raises(cost.UsageError, match="no RVV copy"):
+        cost.kernel_jobs(default_only, scratch="/s")
+
+
+def test_flag_difference_between_two_commands() -> None:
+    a, b = _entry("SoftMaxKernel", "DEFAULT"), _entry("SoftMaxKernel", "RVV")
+    added, removed = cost.flag_difference(a["command"], b["command"])
+    assert added == ["-DCPU_CAPABILITY=RVV", "-DCPU_CAPABILITY_RVV", "-march=rv64gcv"]
+    assert removed == ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"]
+
+
+def _rec(kernel: str, cap: str, cpu: float, text: int, wall: float = 1.0) -> dict[str, object]:
+    return {"object": f"{kernel}.cpp.{cap}.cpp.o", "kernel": kernel, "capability": cap,
+            "rc": 0, "user_s": cpu * 0.9, "sys_s": cpu * 0.1, "cpu_s": cpu, "wall_s": wall,
+            "maxrss_mib": 100,
+            "elf": {"text": text, "rodata": 10, "eh_frame": 5, "alloc": text + 15}}
+
+
+def test_aggregate_sums_each_capability_and_the_ratio() -> None:
+    recs = [_rec("A", "DEFAULT", 10.0, 1000), _rec("A", "RVV", 25.0, 3000, wall=3.0),
+            _rec("B", "DEFAULT", 30.0, 2000), _rec("B", "RVV", 35.0, 2500)]
+    agg = cost.aggregate(recs)
+    assert agg["DEFAULT"]["objects"] == 2 and agg["RVV"]["objects"] == 2
+    assert agg["DEFAULT"]["cpu_s"] == pytest.approx(40.0)
+    assert agg["RVV"]["cpu_s"] == pytest.approx(60.0)
+    assert agg["RVV"]["wall_s"] == pytest.approx(4.0)
+    assert agg["DEFAULT"]["text_bytes"] == 3000 and agg["RVV"]["text_bytes"] == 5500
+    assert agg["rvv_over_default"]["cpu"] == pytest.approx(1.5)
+    assert agg["rvv_over_default"]["text"] == pytest.approx(5500 / 3000, abs=1e-3)
+    # the kernels whose RVV copy costs the most come first
+    assert [p["kernel"] for p in agg["kernels"]] == ["B", "A"]
+    assert agg["kernels"][0]["rvv_cpu_s"] == pytest.approx(35.0)
+    assert agg["kernels"][1]["default_text"] == 1000
+
+
+def test_aggregate_refuses_a_failed_or_missing_compile() -> None:
+    bad = _rec("A", "RVV", 1.0, 10) | {"rc": 1}
+    with pytest.raises(cost.BuildError, match=r"A\.cpp\.RVV\.cpp\.o"):
+        cost.aggregate([_rec("A", "DEFAULT", 1.0, 10), bad])
+    with pytest.raises(cost.BuildError, match="no RVV"):
+        cost.aggregate([_rec("A", "DEFAULT", 1.0, 10)])
+
+
+def _elf() -> Path:
+    exe = Path(sys.executable).resolve()
+    with exe.open("rb") as fh:
+        if fh.read(4) != b"\x7fELF":
+            pytest.skip(f"{exe} is not an ELF file (needs an ELF interpreter binary)")
+    return exe
+
+
+def test_elf_sizes_match_the_section_headers(tmp_path: Path) -> None:
+    exe = _elf()
+    sizes = cost.elf_sizes(exe)
+    with exe.open("rb") as fh:
+        elf = ELFFile(fh)
+        text = elf.get_section_by_name(".text")
+        assert text is not None
+        assert sizes["sections"][".text"] == text["sh_size"]
+        execs = sum(s["sh_size"] for s in elf.iter_sections()
+                    if s["sh_flags"] & 0x4 and s["sh_flags"] & 0x2)
+    assert sizes["text"] == execs
+    assert sizes["alloc"] >= sizes["text"] + sizes["rodata"]
+    assert ".not-a-section" not in sizes["sections"]
+    not_elf = tmp_path / "x.o"
+    not_elf.write_bytes(b"not an ELF")
+    with pytest.raises(cost.BuildError, match=r"x\.o"):
+        cost.elf_sizes(not_elf)
+
+
+def test_arch_string_is_read_from_the_riscv_attributes() -> None:
+    blob = (b"A\x1f\x00\x00\x00riscv\x00\x01\x15\x00\x00\x00\x05"
+            b"rv64i2p1_m2p0_a2p1_f2p2_d2p2_c2p0_v1p0_zicsr2p0\x00")
+    assert cost.arch_string(blob) == "rv64i2p1_m2p0_a2p1_f2p2_d2p2_c2p0_v1p0_zicsr2p0"
+    assert cost.has_vector(cost.arch_string(blob))
+    assert not cost.has_vector("rv64i2p1_m2p0_a2p1_f2p2_d2p2_c2p0_zicsr2p0_zifencei2p0")
+    assert cost.arch_string(b"") is None
+
+
+def _wheel(tmp_path: Path, name: str, features: list[str] | None) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    whl = d / "torch-2.6.0+riscv64-cp313-cp313-manylinux_2_39_riscv64.whl"
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(_elf(), "torch/lib/libtorch_cpu.so")
+        z.writestr("torch/__init__.py", "x = 1\n" * 100)
+    if features is not None:
+        info = {"plan": {"features": features}, "validation": {"status": "passed"},
+                "sha256": "ab" * 32}
+        Path(f"{whl}.build-info.json").write_text(json.dumps(info))
+    return d
+
+
+def test_wheel_stats_read_the_library_and_the_build_info(tmp_path: Path) -> None:
+    d = _wheel(tmp_path, "on", ["aten-rvv"])
+    whl = cost.find_wheel(d, "on")
+    st = cost.wheel_stats(whl, scratch=tmp_path)
+    with zipfile.ZipFile(whl) as z:
+        zi = z.getinfo("torch/lib/libtorch_cpu.so")
+    assert st["name"] == whl.name
+    assert st["size_bytes"] == whl.stat().st_size
+    assert st["libtorch_cpu"]["compressed_bytes"] == zi.compress_size
+    assert st["libtorch_cpu"]["uncompressed_bytes"] == zi.file_size
+    assert st["libtorch_cpu"]["sections"][".text"] > 0
+    assert st["features"] == ["aten-rvv"] and st["capability_rvv"] is True
+    assert st["validation"] == "passed"
+    assert "/" not in json.dumps(st).replace("torch/lib/", "")  # no machine paths
+    off = cost.wheel_stats(cost.find_wheel(_wheel(tmp_path, "off", []), "off"), scratch=tmp_path)
+    assert off["features"] == [] and off["capability_rvv"] is False
+
+
+def test_find_wheel_needs_the_wheel_and_its_build_info(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(cost.UsageError, match="no on wheel"):
+        cost.find_wheel(tmp_path / "empty", "on")
+    with pytest.raises(cost.UsageError, match="build-info"):
+        cost.find_wheel(_wheel(tmp_path, "bare", None), "on")
+
+
+def test_from_clean_record_is_the_latest_riscv64_build_from_an_empty_ccache() -> None:
+    data = {
+        "history": [
+            {"arch": "riscv64", "started": "2026-11-26T07:23:52Z",
+             "step_durations_s": {"compile (so far)": 6706}},
+            {"arch": "riscv64", "started": "2026-12-05T02:01:15Z", "jobs": 2,
+             "start_state": {"from_clean": True}, "step_durations_s": {"compile": 5646},
+             "ninja": {"done": 1355, "total": 1359}},
+            {"arch": "aarch64", "started": "2026-12-06T00:00:00Z",
+             "start_state": {"from_clean": True}, "step_durations_s": {"compile": 1}},
+        ],
+        "riscv64": {"arch": "riscv64", "started": "2026-12-05T03:42:42Z",
+                    "start_state": {"from_clean": False}, "step_durations_s": {"compile": 3}},
+    }
+    rec = cost.from_clean_record(data, "riscv64")
+    assert rec == {"file": "full_build.json", "started": "2026-12-05T02:01:15Z",
+                   "compile_wall_s": 5646, "jobs": 2, "ninja_targets": 1359}
+    assert cost.from_clean_record({"riscv64": data["riscv64"]}, "riscv64") is None
+
+
+def test_trial_run_needs_out_and_a_missing_on_wheel_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "aten_rvv_cost.json"
+    off = _wheel(tmp_path, "off", [])
+    (tmp_path / "on").mkdir()
+    base = ["--off-dist", str(off), "--on-dist", str(tmp_path / "on"), "--results", str(results)]
+    assert cost.main([*base, "--limit", "2"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert cost.main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rvtorch: error: no on wheel") and len(err) == 1
+    assert not results.exists()
+
+
+def test_worker_command_line_is_what_the_container_runs(tmp_path: Path) -> None:
+    argv = cost.worker_argv("/rvtorch/scratch", jobs=2)
+    assert argv[:2] == ["python3", "/rvtorch/scratch/bench_aten_rvv_cost.py"]
+    assert argv[2:] == ["_worker", "/rvtorch/scratch", "--jobs", "2"]
+    assert shlex.join(argv)
