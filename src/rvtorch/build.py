@@ -944,7 +944,7 @@ def validate_and_publish(
     ``rejected`` and raises (ValidationError, exit 5, for a failure), leaving ``out`` untouched.
     ``inject`` breaks the references on purpose (``validate --inject``) to prove exactly that.
     """
-    from .validation import SUITES, Options, raise_for_verdict, summary_record
+    from .validation import Options, raise_for_verdict, suites_for, summary_record
     from .validation import validate as run_validation
 
     if not validate:
@@ -958,7 +958,9 @@ def validate_and_publish(
     s = time.monotonic()
     try:
         try:
-            report = run_validation(Options(arch=arch, cpus=tuple(cpus), suites=SUITES,
+            aten_rvv = "aten-rvv" in ((info.get("plan") or {}).get("features") or ())
+            report = run_validation(Options(arch=arch, cpus=tuple(cpus),
+                                            suites=suites_for(aten_rvv), aten_rvv=aten_rvv,
                                             report=report_dir, wheel=wheel,
                                             inject=tuple(inject)))
         except BaseException as exc:

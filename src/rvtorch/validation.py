@@ -82,6 +82,9 @@ class Options:
     fl_rounds: int = 5
     fl_timeout: float = 180.0
     reflow_datasets: tuple[str, ...] = ("8gaussians",)
+    # The wheel carries ATen's RVV capability (--aten-rvv on): smoke requires RVV on the vector
+    # CPU models and DEFAULT elsewhere, and ops requires the RVV-vs-DEFAULT comparison.
+    aten_rvv: bool = False
 
 
 def progress(msg: str) -> None:
@@ -563,13 +566,29 @@ def target_args(suite: str, opts: Options, model: CpuModel | None, gdir: str,
             args += ["--expect-version", ver]
         if venv:
             args += ["--expect-torch-prefix", venv]
+        if opts.aten_rvv and model is not None:
+            args += ["--expect-cpu-capability", expected_capability(model)]
     if suite == "reflow":
         args += ["--datasets", ",".join(opts.reflow_datasets)]
         if opts.full:
             args.append("--full")
     if suite == "ops" and opts.full:
         args.append("--full")
+    if suite == "ops" and opts.aten_rvv and model is not None and model.vector:
+        args.append("--require-capability-parity")
     return args
+
+
+def expected_capability(model: CpuModel) -> str:
+    """The ATen capability a wheel with the RVV capability must choose on ``model``: RVV where
+    the model has the V extension (1.0), DEFAULT elsewhere (never SIGILL)."""
+    return "RVV" if model.vector else "DEFAULT"
+
+
+def suites_for(aten_rvv: bool) -> tuple[str, ...]:
+    """What a build validates: the default suites, plus the op-parity table for a wheel with
+    ATen's RVV capability (its RVV kernels against DEFAULT and the x86 golden)."""
+    return SUITES + (("ops",) if aten_rvv else ())
 
 
 def apply_injections(opts: Options, data: Path) -> None:

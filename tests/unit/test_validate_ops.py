@@ -317,3 +317,39 @@ def test_the_golden_is_json_a_person_can_read(tmp_path: Path) -> None:
     assert entry["data"][1] == math.inf and math.copysign(1.0, entry["data"][4]) == -1.0
     assert ops.main(["--role", "target", "--data", str(tmp_path), "--out",
                      str(tmp_path / "t.json"), "--only", "nothing-like-this"]) == 1
+
+
+def test_a_wheel_with_the_rvv_capability_must_choose_it_on_vector_models() -> None:
+    t = validation.matrix().target("riscv64")
+    opts = validation.Options(arch="riscv64", cpus=(), suites=("smoke", "ops"),
+                              report=Path("."), aten_rvv=True)
+    for model in t.cpu:
+        smoke = validation.target_args("smoke", opts, model, "/g", {}, None)
+        want = "RVV" if model.vector else "DEFAULT"
+        assert smoke[smoke.index("--expect-cpu-capability") + 1] == want
+        ops_args = validation.target_args("ops", opts, model, "/g", {}, None)
+        assert ("--require-capability-parity" in ops_args) == model.vector
+    plain = validation.Options(arch="riscv64", cpus=(), suites=("smoke",), report=Path("."))
+    assert "--expect-cpu-capability" not in validation.target_args(
+        "smoke", plain, t.cpu[1], "/g", {}, None)
+    assert validation.suites_for(True) == (*validation.SUITES, "ops")
+    assert validation.suites_for(False) == validation.SUITES
+
+
+def test_validate_reads_the_capability_from_the_build_info(tmp_path: Path) -> None:
+    from rvtorch.commands.validate import wheel_has_aten_rvv
+
+    wheel = tmp_path / "torch-2.6.0-cp313-cp313-manylinux_2_39_riscv64.whl"
+    wheel.write_bytes(b"")
+    assert not wheel_has_aten_rvv(wheel, "auto")  # no build-info: off
+    info = tmp_path / f"{wheel.name}.build-info.json"
+    info.write_text(json.dumps({"plan": {"features": ["aten-rvv"]}}))
+    assert wheel_has_aten_rvv(wheel, "auto")
+    assert not wheel_has_aten_rvv(wheel, "off")
+    info.write_text(json.dumps({"plan": {"features": []}}))
+    assert not wheel_has_aten_rvv(wheel, "auto") and wheel_has_aten_rvv(wheel, "on")
+    info.write_text("{not json")
+    with pytest.raises(UsageError):
+        wheel_has_aten_rvv(wheel, "auto")
+    with pytest.raises(UsageError):
+        wheel_has_aten_rvv(None, "on")

@@ -97,3 +97,15 @@ def test_a_wrong_version_or_blas_core_fails(tmp_path: Path) -> None:
                      "--expect-torch-prefix", str(tmp_path))
     failed = {c["name"] for c in tgt["checks"] if not c["ok"]}
     assert code == 1 and failed == {"version", "blas_kernel", "torch_location"}
+
+
+def test_the_expected_cpu_capability_is_a_check(tmp_path: Path) -> None:
+    import torch
+
+    _run(tmp_path, "--role", "host")
+    code, bad = _run(tmp_path, "--role", "target", "--expect-cpu-capability", "RVV")
+    check = next(c for c in bad["checks"] if c["name"] == "cpu_capability")
+    assert code == 1 and not check["ok"] and check["expected"] == "RVV"
+    chosen = torch.backends.cpu.get_cpu_capability()
+    code, good = _run(tmp_path, "--role", "target", "--expect-cpu-capability", chosen)
+    assert code == 0 and any(c["name"] == "cpu_capability" and c["ok"] for c in good["checks"])

@@ -287,6 +287,20 @@ def test_a_passing_wheel_is_published_with_its_report(tmp_path: Path,
     assert not [p for p in dist.iterdir() if p.name.startswith(".")]
 
 
+def test_a_wheel_with_the_rvv_capability_is_validated_with_the_ops_suite(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rvtorch import build
+
+    wheel, dist, rejected, calls = _gate(tmp_path, monkeypatch, fake_report())
+    build.validate_and_publish(wheel, "riscv64", dist, rejected,
+                               {"steps": {}, "plan": {"features": ["aten-rvv"]}})
+    build.validate_and_publish(wheel, "riscv64", dist, rejected,
+                               {"steps": {}, "plan": {"features": []}})
+    rvv, plain = calls
+    assert rvv.aten_rvv and rvv.suites == ("smoke", "reflow", "fl", "ops")
+    assert not plain.aten_rvv and plain.suites == ("smoke", "reflow", "fl")
+
+
 def test_a_failing_wheel_is_rejected_exit_5_and_dist_is_unchanged(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rvtorch import build

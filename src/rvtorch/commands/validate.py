@@ -10,7 +10,9 @@ usage or when a requested suite could not run (skipped, with its reason: never a
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from ..cli import FILE, REPORT_DIR
 from ..errors import UsageError
@@ -54,9 +56,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="directory for the report (created before anything runs)")
     p.add_argument("--fl-ranks", type=int, default=3, help="FL processes (>= 3)")
     p.add_argument("--fl-rounds", type=int, default=5, help="FedAvg rounds")
+    p.add_argument("--aten-rvv", choices=("auto", "on", "off"), default="auto",
+                   help="the wheel carries ATen's RVV CPU capability (built with --aten-rvv on): "
+                   "the vector CPU models must choose RVV and the others DEFAULT, and --suite ops "
+                   "must compare RVV with DEFAULT. auto (default): what the wheel's "
+                   "<wheel>.build-info.json beside it says, else off")
     p.add_argument("--inject", action="append", default=[], choices=FAULTS,
                    help="break something on purpose to prove the checks catch it (exit 5)")
     p.set_defaults(func=run)
+
+
+def wheel_has_aten_rvv(wheel: Path | None, choice: str) -> bool:
+    """``--aten-rvv``: on/off as said; auto reads the build-info the build published beside the
+    wheel (its plan's ``features``). Debian's torch (no wheel) has no RVV capability."""
+    if choice != "auto":
+        if choice == "on" and wheel is None:
+            raise UsageError("--aten-rvv on needs --wheel (Debian's torch has no RVV capability)")
+        return choice == "on"
+    info = wheel.with_name(wheel.name + ".build-info.json") if wheel is not None else None
+    if info is None or not info.is_file():
+        return False
+    try:
+        plan = json.loads(info.read_text()).get("plan") or {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{info.name}: unreadable build-info ({exc})") from exc
+    return "aten-rvv" in (plan.get("features") or ())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     opts = Options(arch=t.arch, cpus=cpus, suites=parse_suites(args.suite),
                    report=args.report, wheel=args.wheel.resolve() if args.wheel else None,
                    full=args.full, inject=parse_inject(args.inject), fl_ranks=args.fl_ranks,
-                   fl_rounds=args.fl_rounds)
+                   fl_rounds=args.fl_rounds, aten_rvv=wheel_has_aten_rvv(args.wheel, args.aten_rvv))
     report = validate(opts)
     print(f"report: {args.report / 'report.html'}", file=sys.stderr)
     for run_ in report["runs"]:

@@ -455,6 +455,13 @@ def body(args: Any, res: Result) -> None:
         want = args.expect_blas_core
         res.check("blas_kernel", _norm_core(got) == _norm_core(want), value=got, expected=want,
                   detail=f"OpenBLAS picked {got}, the CPU model should get {want}")
+    if args.expect_cpu_capability:
+        got = str(res.info.get("cpu_capability"))
+        want = args.expect_cpu_capability
+        # torch 2.6 names DEFAULT "NO AVX" on arches without a capability of their own.
+        same = got.upper() == want.upper() or (want.upper() == "DEFAULT" and got == "NO AVX")
+        res.check("cpu_capability", same, value=got, expected=want,
+                  detail=f"ATen chose the {got} kernels; this CPU model must get {want}")
     if args.require_distributed:
         res.check("distributed_gloo", res.info.get("gloo") is True, value=res.info.get("gloo"),
                   detail="torch.distributed with gloo is not available")
@@ -502,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch must be imported from below this path (a wheel's venv)")
     p.add_argument("--expect-blas-core", default="",
                    help="OpenBLAS core the CPU model must select (targets.toml openblas_core)")
+    p.add_argument("--expect-cpu-capability", default="",
+                   help="ATen CPU capability the CPU model must choose (DEFAULT, RVV): set for "
+                   "a wheel built with --aten-rvv on")
     p.add_argument("--require-distributed", action="store_true")
     return run_suite("smoke", body, p, argv)
 
