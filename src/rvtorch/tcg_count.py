@@ -209,7 +209,9 @@ def ensure_qemu(*, mirror: str | None = None,
         python = _build_python(d, log)
         build = d / "build"
         configured = build / ".rvtorch-configured"
-        if not configured.is_file():
+        # A build killed midway is resumed (ninja keeps its objects): its times are partial.
+        resumed = configured.is_file()
+        if not resumed:
             shutil.rmtree(build, ignore_errors=True)
             build.mkdir(parents=True)
             _run([src / "configure", f"--python={python}", *CONFIGURE], log,
@@ -224,7 +226,7 @@ def ensure_qemu(*, mirror: str | None = None,
         record: dict[str, object] = {
             "debian_version": QEMU_DEBIAN_VERSION, "orig": QEMU_ORIG.name,
             "orig_sha256": QEMU_ORIG.sha256, "configure": list(CONFIGURE),
-            "setup_s": round(t1 - t0, 1), "ninja_s": round(t2 - t1, 1),
+            "setup_s": round(t1 - t0, 1), "ninja_s": round(t2 - t1, 1), "resumed": resumed,
             "host_cpus": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 1)}
         _atomic_write(stamp, (json.dumps(record, indent=1) + "\n").encode())
         return binary, record
