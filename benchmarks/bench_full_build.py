@@ -181,8 +181,9 @@ def _launch(args: argparse.Namespace, key: str, out: Path) -> int:
 
 
 def features(args: argparse.Namespace) -> tuple[str, ...]:
-    """The optional patch groups a run asks for (``--aten-rvv on``: the aten-rvv group)."""
-    return ("aten-rvv",) if getattr(args, "aten_rvv", None) == "on" else ()
+    """The optional patch groups of the run: what the main command resolves for the arch and
+    ``--aten-rvv`` (not given: the build's default, on for riscv64)."""
+    return build.resolve_features(args.arch, {"aten-rvv": getattr(args, "aten_rvv", None)})
 
 
 def result_key(args: argparse.Namespace) -> str:

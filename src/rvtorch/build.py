@@ -97,6 +97,21 @@ _ATEN_OBJ = "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen"
 # it needs. aten-rvv: the RVV Vectorized and kernels capability (docs/aten-rvv.md).
 FEATURE_ARCHES: dict[str, tuple[str, ...]] = {"aten-rvv": ("riscv64",)}
 FEATURE_ENV: dict[str, dict[str, str]] = {"aten-rvv": {"USE_RVV": "1"}}
+# The arches a build of which gets the feature unless told `--<feature> off`. aten-rvv: every
+# riscv64 build since its full wheel passed the validation and the op-parity suite on rv64
+# (DEFAULT chosen), rvv128 and rvv256 (RVV chosen) (docs/aten-rvv.md).
+FEATURE_DEFAULT_ARCHES: dict[str, tuple[str, ...]] = {"aten-rvv": ("riscv64",)}
+
+
+def resolve_features(arch: str, choices: Mapping[str, str | None]) -> tuple[str, ...]:
+    """The optional patch groups of a build: ``choices`` maps a feature to "on", "off" or None
+    (not given: on for the arches of FEATURE_DEFAULT_ARCHES). "on" for another arch stays "on"
+    here; make_plan refuses it with a usage error."""
+    out = []
+    for feature, choice in choices.items():
+        if choice == "on" or (choice is None and arch in FEATURE_DEFAULT_ARCHES.get(feature, ())):
+            out.append(feature)
+    return tuple(out)
 
 DEFAULT_PARTIAL_TARGETS = (
     "c10",

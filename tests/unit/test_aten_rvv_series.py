@@ -149,3 +149,28 @@ def test_aten_rvv_flag_on_another_arch_is_a_usage_error() -> None:
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
         "rvtorch: error: --aten-rvv on is for riscv64, not aarch64"]
+
+
+def test_aten_rvv_is_on_by_default_for_riscv64_only() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from rvtorch import build
+
+    assert build.resolve_features("riscv64", {"aten-rvv": None}) == ("aten-rvv",)
+    assert build.resolve_features("riscv64", {"aten-rvv": "off"}) == ()
+    assert build.resolve_features("aarch64", {"aten-rvv": None}) == ()
+    assert build.resolve_features("aarch64", {"aten-rvv": "on"}) == ("aten-rvv",)  # refused later
+
+    def dry(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "rvtorch", "build", "--source", "debian",
+                               "--dry-run", *extra], capture_output=True, text=True, timeout=120)
+
+    for arch, flag, want in (("riscv64", (), ["aten-rvv"]), ("riscv64", ("--aten-rvv", "off"), []),
+                             ("aarch64", (), [])):
+        r = dry("--arch", arch, *flag)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["features"] == want, (arch, flag)
+    r = dry("--arch", "aarch64", "--aten-rvv", "on")
+    assert r.returncode == 2 and "--aten-rvv on is for riscv64" in r.stderr

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..build import CACHES, OPENBLAS_CHOICES, STAGES, make_plan, run_build
+from ..build import CACHES, OPENBLAS_CHOICES, STAGES, make_plan, resolve_features, run_build
 from ..cli import MIRROR, OUT_DIR, POSITIVE_INT, TORCH_VERSION
 from ..errors import UsageError
 from ..sources import SOURCE_CHOICES, resolve_provider
@@ -71,9 +71,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "as `rvtorch deps build` makes it (built first when missing or built otherwise); "
         "deployed: what `rvtorch deps build` last deployed, never built here",
     )
-    p.add_argument("--aten-rvv", choices=("on", "off"), default="off",
+    p.add_argument("--aten-rvv", choices=("on", "off"), default=None,
                    help="riscv64: apply the aten-rvv patches (ATen's RVV CPU capability, chosen "
-                   "at run time) and build with USE_RVV=1 (default off; docs/aten-rvv.md)")
+                   "at run time) and build with USE_RVV=1 (default: on for riscv64, off "
+                   "elsewhere; docs/aten-rvv.md)")
     p.add_argument("--debian-mirror", type=MIRROR, default=None,
                    help="Debian archive URL for the debian source")
     p.add_argument("--engine", default=None, help="container engine (docker, podman, buildah)")
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         targets=args.targets,
         overrides=overrides,
         openblas=args.openblas,
-        features=("aten-rvv",) if args.aten_rvv == "on" else (),
+        features=resolve_features(args.arch, {"aten-rvv": args.aten_rvv}),
     )
     if args.dry_run:
         print(json.dumps(plan.to_json(), indent=2))
