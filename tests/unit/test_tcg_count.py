@@ -67,6 +67,12 @@ def test_forced_default_must_be_default() -> None:
         ops_bench.check_capability("rvv128", "default", "RVV", expect_rvv=True)
 
 
+def test_torch_26_no_avx_is_default_not_rvv() -> None:
+    # torch 2.6 without the RVV capability says "NO AVX" for DEFAULT: still no RVV.
+    with pytest.raises(ValidationError, match="capability 'NO AVX', expected 'RVV'"):
+        ops_bench.check_capability("rvv128", "chosen", "NO AVX", expect_rvv=True)
+
+
 def test_trial_run_refuses_an_unexpected_rvv() -> None:
     with pytest.raises(ValidationError, match="expected 'DEFAULT'"):
         ops_bench.check_capability("rvv128", "chosen", "RVV", expect_rvv=False)
@@ -74,7 +80,7 @@ def test_trial_run_refuses_an_unexpected_rvv() -> None:
 
 @pytest.mark.parametrize("cap, got, expect", [
     ("default", "DEFAULT", True), ("chosen", "RVV", True), ("default", "DEFAULT", False),
-    ("chosen", "DEFAULT", False)])
+    ("chosen", "DEFAULT", False), ("default", "NO AVX", True), ("chosen", "NO AVX", False)])
 def test_expected_capabilities_pass(cap: str, got: str, expect: bool) -> None:
     ops_bench.check_capability("rvv128", cap, got, expect_rvv=expect)
 
