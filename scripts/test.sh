@@ -77,6 +77,9 @@ run_tier() {
     integration)
       # The toolchain images first, as a timed step of their own: built once per content hash
       # (cold on a fresh machine), then every test reuses them through rvtorch.image.ensure_image.
+      # The counting QEMU (tests/integration/test_tcg_count.py) is built on the host: its
+      # compiler and glib headers (rvtorch.tcg_count.HOST_PACKAGES), for this tier only.
+      ensure_apt_packages gcc ninja-build pkg-config libglib2.0-dev
       local t0
       t0=$(date +%s)
       "$PY" -m rvtorch image ensure || rc=$?
