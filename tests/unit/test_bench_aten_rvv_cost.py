@@ -50,6 +50,12 @@ def _commands() -> list[dict[str, str]]:
                 "command": "/usr/bin/riscv64-linux-gnu-g++-14 -o x.o -c Context.cpp"}]
     for k in ("SoftMaxKernel", "BinaryOpsKernel", "airy_ai"):
         entries += [_entry(k, "DEFAULT"), _entry(k, "RVV", launcher="/usr/bin/ccache ")]
+    # a kernel file outside native/cpu that ATen compiles per capability too
+    quant = "aten/src/ATen/native/quantized/cpu/kernels"
+    for cap in ("DEFAULT", "RVV"):
+        e = _entry("QuantizedOpKernels", cap)
+        entries.append({k: v.replace(OBJ, f"caffe2/CMakeFiles/torch_cpu.dir/__/{quant}")
+                         .replace(SRC, f"/rvtorch/src/build/{quant}") for k, v in e.items()})
     return entries
 
 
@@ -57,9 +63,12 @@ def test_kernel_jobs_take_both_copies_of_every_native_cpu_kernel() -> None:
     jobs = cost.kernel_jobs(_commands(), scratch="/rvtorch/scratch")
     assert [(j.kernel, j.capability) for j in jobs] == [
         ("BinaryOpsKernel", "DEFAULT"), ("BinaryOpsKernel", "RVV"),
+        ("QuantizedOpKernels", "DEFAULT"), ("QuantizedOpKernels", "RVV"),
         ("SoftMaxKernel", "DEFAULT"), ("SoftMaxKernel", "RVV"),
         ("airy_ai", "DEFAULT"), ("airy_ai", "RVV"),
     ]
+    assert cost.kernel_dirs(_commands(), {j.kernel for j in jobs}) == {
+        "aten/src/ATen/native/cpu": 3, "aten/src/ATen/native/quantized/cpu/kernels": 1}
     rvv = jobs[1]
     # the object goes to the scratch dir (the tree is mounted read-only), the compiler is called
     # directly (no ccache launcher: it must really compile), the flags stay as ninja has them
@@ -80,7 +89,7 @@ def test_only_and_limit_select_whole_kernels() -> None:
     limited = cost.kernel_jobs(_commands(), scratch="/s", limit=1)
     assert [(j.kernel, j.capability) for j in limited] == [
         ("BinaryOpsKernel", "DEFAULT"), ("BinaryOpsKernel", "RVV")]
-    with pytest.raises(cost.UsageError, match="no native/cpu kernel"):
+    with pytest.raises(cost.UsageError, match="no per-capability kernel file matches"):
         cost.kernel_jobs(_commands(), scratch="/s", only="NoSuchKernel")
 
 
