@@ -200,7 +200,7 @@ def run_counts(wheel: Path, *, models: Sequence[str] = DEFAULT_MODELS, expect_rv
     table = ops_target.op_table()
     kinds = {ops_target.op_key(name, dt): kind for name, dt, kind in table}
     with target_env(opts) as (pyenv, info):
-        report["meta"]["install"] = {k: info.get(k) for k in ("wheel", "seconds", "packages")}
+        report["meta"]["install"] = {k: info.get(k) for k in ("wheel", "install_s", "packages")}
         with pyenv.workdir() as (hdir, gdir):
             shutil.copy2(HERE / "ops_target.py", hdir / "ops_target.py")
             for model in models_:
