@@ -91,7 +91,11 @@ class CountingQemu:
         return [str(self.qemu), "-plugin", f"{self.plugin},out={out},nr={nr}"]
 
     def to_json(self) -> dict[str, object]:
-        return {"qemu": str(self.qemu), "qemu_version": self.version,
+        try:  # a cache path, not this machine's home directory
+            where = f"$RVTORCH_CACHE/{self.qemu.relative_to(cache_dir())}"
+        except ValueError:
+            where = str(self.qemu)
+        return {"qemu": where, "qemu_version": self.version,
                 "qemu_source": f"Debian qemu {QEMU_DEBIAN_VERSION} ({QEMU_ORIG.name} sha256 "
                                f"{QEMU_ORIG.sha256})",
                 "configure": list(CONFIGURE), "plugin_source": "src/rvtorch/tcg/insn_count.c",
