@@ -13,7 +13,7 @@ import pytest
 
 from rvtorch.board import install as inst
 from rvtorch.board import vm
-from rvtorch.board.image import QemuTree
+from rvtorch.board.image import BoardImage, QemuTree
 from rvtorch.board.remote import Remote, connection_problem
 from rvtorch.errors import BuildError, UsageError
 from rvtorch.targets import matrix
@@ -219,13 +219,21 @@ def test_a_crashed_boot_is_exit_4_and_keeps_the_console(tmp_path: Path) -> None:
     assert e.value.exit_code == 4 and files.console.exists()
 
 
-def test_a_panic_stops_the_wait(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("console", "first"), [
+    ("[ 3.0] Kernel panic - not syncing: VFS: Unable to mount root\n", "Kernel panic"),
+    # An initramfs that mounted a root it cannot start: its shell would wait until --timeout.
+    ("[ 11.1] EXT4-fs error (device vda): checksumming directory block 0\n"
+     "run-init: /sbin/init: Not a data message\nTarget filesystem doesn't have requested "
+     "/sbin/init.\nNo init found. Try passing init= bootarg.\n(initramfs) ",
+     "No init found"),
+])
+def test_a_panic_stops_the_wait(tmp_path: Path, console: str, first: str) -> None:
     files = vm.BoardFiles(tmp_path)
-    files.console.write_text("[ 3.0] Kernel panic - not syncing: VFS: Unable to mount root\n")
+    files.console.write_text(console)
     proc = subprocess.Popen(["sleep", "60"])
     try:
         remote = Remote(user="x", host="127.0.0.1", port=_closed_port(), connect_timeout=2)
-        with pytest.raises(BuildError, match="crashed while booting: Kernel panic"):
+        with pytest.raises(BuildError, match=f"crashed while booting: {first}"):
             vm._wait_ready(RV, files, remote, _state(files, proc.pid), proc, timeout=60)
     finally:
         proc.kill()
@@ -273,3 +281,29 @@ def test_venv_paths() -> None:
     assert inst._abs("/opt/v", "/home/u") == "/opt/v"
     with pytest.raises(UsageError, match="absolute"):
         inst._abs("v", "/home/u")
+
+
+def _image(tmp_path: Path, created: str) -> BoardImage:
+    return BoardImage(dir=tmp_path, arch="riscv64", disk=tmp_path / "disk.raw",
+                      kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd.img",
+                      key=tmp_path / "id_ed25519", host_key="ssh-ed25519 AAAA",
+                      manifest={"recipe_hash": "abc", "created": created})
+
+
+def test_an_overlay_belongs_to_the_image_it_was_made_on(tmp_path: Path) -> None:
+    # A remade image under the same path: the old overlay's blocks are another file system's
+    # (a board booted that way died in its initramfs with ext4 checksum errors).
+    files = vm.BoardFiles(tmp_path)
+    old, new = _image(tmp_path, "2026-12-04T23:20:12Z"), _image(tmp_path, "2026-12-05T06:24:19Z")
+    files.disk.write_bytes(b"overlay")
+    assert not vm.disk_matches(files, old)  # no disk.json: never trusted
+    files.disk_stamp.write_text(json.dumps(vm.image_identity(old)))
+    assert vm.disk_matches(files, old) and not vm.disk_matches(files, new)
+    # The matching overlay is kept as it is (no qemu-img needed).
+    tree = QemuTree(root=tmp_path / "no-qemu", version="?")
+    vm._prepare_disk(tree, old, files, fresh=False)
+    assert files.disk.read_bytes() == b"overlay"
+    # Another image's overlay is dropped before a new one is made (here qemu-img is missing).
+    with pytest.raises(BuildError, match="qemu-img missing"):
+        vm._prepare_disk(tree, new, files, fresh=False)
+    assert not files.disk.exists() and not files.disk_stamp.exists()

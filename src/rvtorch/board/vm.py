@@ -4,6 +4,8 @@ One board per arch, its files under ``cache/board/vms/<arch>/``:
 
 * ``disk.qcow2`` — a copy-on-write overlay on the cached image: the board keeps its state
   (venvs, wheels) across ``down``/``up`` like a real board's SD card; ``down --discard`` drops it.
+  ``disk.json`` names the image it was made on (recipe hash and creation time): an overlay on a
+  remade image would read its blocks against another file system, so it is made afresh.
 * ``console.log`` — the serial console (kernel and systemd messages), kept after a failed boot.
 * ``state.json`` — pid, SSH port, CPU model, the image's recipe hash; ``ready`` once SSH works.
 * ``known_hosts`` — the image's sshd host key for the forwarded 127.0.0.1 port.
@@ -46,8 +48,11 @@ DEFAULT_SMP = 2
 DEFAULT_MEM_MIB = 4096
 DEFAULT_BOOT_TIMEOUT = 900.0
 # What a dying kernel prints: stop waiting for SSH at once.
+# An initramfs that mounted a root without a usable init drops to its "(initramfs)" shell and
+# would sit there until --timeout.
 PANIC_MARKERS = ("Kernel panic", "end Kernel panic", "Unable to mount root fs",
-                 "Gave up waiting for root file system")
+                 "Gave up waiting for root file system", "No init found",
+                 "Target filesystem doesn't have requested")
 CONSOLE = {"riscv64": "ttyS0", "aarch64": "ttyAMA0"}
 # systemd's 90 s start and device timeouts are guest time, which runs on while a TCG vCPU waits
 # for a busy host core: on a loaded 2-core host, networkd and udev devices then "time out" and
@@ -139,6 +144,10 @@ class BoardFiles:
     def known_hosts(self) -> Path:
         return self.dir / "known_hosts"
 
+    @property
+    def disk_stamp(self) -> Path:
+        return self.dir / "disk.json"
+
 
 def board_files(arch: str) -> BoardFiles:
     d = board_root() / "vms" / arch
@@ -206,10 +215,30 @@ def qemu_command(t: Target, cfg: BoardConfig, tree: QemuTree, image: BoardImage,
     return argv
 
 
+def image_identity(image: BoardImage) -> dict[str, str]:
+    """What tells one made image from another (a remake has the same path and may have the same
+    recipe hash, e.g. after its manifest was removed)."""
+    return {"recipe_hash": str(image.manifest.get("recipe_hash")),
+            "created": str(image.manifest.get("created"))}
+
+
+def disk_matches(files: BoardFiles, image: BoardImage) -> bool:
+    """The overlay exists and was made on this very image (``disk.json``)."""
+    try:
+        stamp = json.loads(files.disk_stamp.read_text())
+    except (OSError, ValueError):
+        return False
+    return files.disk.exists() and stamp == image_identity(image)
+
+
 def _prepare_disk(tree: QemuTree, image: BoardImage, files: BoardFiles, fresh: bool) -> None:
-    if files.disk.exists() and not fresh:
+    if not fresh and disk_matches(files, image):
         return
+    if files.disk.exists():
+        print(f"rvtorch: a fresh board disk on the image made {image.manifest.get('created')}"
+              f" (the old overlay {files.disk} belongs to another image)", file=sys.stderr)
     files.disk.unlink(missing_ok=True)
+    files.disk_stamp.unlink(missing_ok=True)
     tmp = files.disk.with_suffix(".tmp")
     cmd = [*tree.command("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw",
            "-b", str(image.disk), str(tmp)]
@@ -218,6 +247,10 @@ def _prepare_disk(tree: QemuTree, image: BoardImage, files: BoardFiles, fresh: b
     if proc.returncode != 0:
         raise BuildError(f"qemu-img create failed: {proc.stderr.strip()[:200]}")
     os.replace(tmp, files.disk)
+    # Written after the disk: a disk without its stamp is made again, never trusted.
+    stamp = files.disk_stamp.with_suffix(".tmp")
+    stamp.write_text(json.dumps(image_identity(image)) + "\n")
+    os.replace(stamp, files.disk_stamp)
 
 
 def last_console_line(files: BoardFiles) -> str:
@@ -299,7 +332,7 @@ def up(t: Target, cfg: BoardConfig, *, timeout: float = DEFAULT_BOOT_TIMEOUT,
     tree = ensure_qemu()
     image = ensure_image(t)
     fresh = state is not None and state.image_hash != image_recipe_hash(t)
-    _prepare_disk(tree, image, files, fresh or (state is None and not files.disk.exists()))
+    _prepare_disk(tree, image, files, fresh)
     port = port or free_port()
     argv = qemu_command(t, cfg, tree, image, files, port)
     files.console.unlink(missing_ok=True)
@@ -427,4 +460,5 @@ def down(t: Target, *, discard: bool = False, grace: float = 120.0) -> bool:
     files.state.unlink(missing_ok=True)
     if discard:
         files.disk.unlink(missing_ok=True)
+        files.disk_stamp.unlink(missing_ok=True)
     return was
