@@ -138,6 +138,7 @@ import hashlib  # noqa: E402
 import re  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import zipfile  # noqa: E402
@@ -514,6 +515,50 @@ def _scratch_dir(tree: Path, image_id: str, jobs: int, trial: bool) -> Path:
     return d
 
 
+def marked_pids(marker: str, proc_dir: Path = Path("/proc")) -> list[int]:
+    """The processes whose environment holds ``marker`` (``NAME=value``): the worker and the
+    compiles of this run, which the container engine starts as host processes."""
+    want = marker.encode()
+    pids = []
+    for d in proc_dir.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            env = (d / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if want in env:
+            pids.append(int(d.name))
+    return sorted(pids)
+
+
+def _run_worker(ctr: Any, n_jobs: int, marker: str) -> int:
+    """The worker in the container. An interrupted run must stop its compiles: the engine
+    kills the worker, but cc1plus (a child of the compiler driver) would go on; every process
+    of the run carries ``marker`` in its environment, and only those are killed, by pid."""
+    import signal
+
+    argv = ctr.engine.exec_argv(ctr.handle, worker_argv(CTR_SCRATCH, jobs=n_jobs),
+                                {**ctr.env, **dict([marker.split("=", 1)])}, ctr.workdir)
+    print("+ " + shlex.join(argv), file=sys.stderr, flush=True)
+    proc = subprocess.Popen(argv, stdout=sys.stderr)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        for pid in marked_pids(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+
+
 def compile_kernels(jobs: list[Job], *, tree: Path, image: str, engine_name: str | None,
                     scratch: Path, n_jobs: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run the compiles in the image (tree read-only); the records of ``jobs``, with ELF sizes."""
@@ -542,7 +587,8 @@ def compile_kernels(jobs: list[Job], *, tree: Path, image: str, engine_name: str
     mounts = {str(tree): f"{CTR_SRC}:ro", str(scratch): CTR_SCRATCH}
     with engine.container(image, mounts=mounts, env={"CCACHE_DISABLE": "1"},
                           workdir=CTR_SCRATCH) as ctr:
-        res = ctr.call(worker_argv(CTR_SCRATCH, jobs=n_jobs), check=False)
+        marker = f"RVTORCH_ATEN_RVV_COST_RUN={os.getpid()}-{time.time_ns()}"
+        rc = _run_worker(ctr, n_jobs, marker)
     pool_wall = time.monotonic() - t0
     sampler.stop.set()
     sampler.join()
@@ -550,7 +596,7 @@ def compile_kernels(jobs: list[Job], *, tree: Path, image: str, engine_name: str
     missing = [p["object"] for p in payload if p["object"] not in latest]
     if missing:
         raise BuildError(f"{len(missing)} objects were not compiled (first: {missing[0]}; "
-                         f"the container's worker exited {res.returncode})",
+                         f"the container's worker exited {rc})",
                          hint="rerun to resume")
     records = [latest[p["object"]] for p in payload]
     for r in records:
@@ -743,8 +789,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM stops a run like Ctrl-C (exit 130); the measured objects stay for a rerun.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         res = run(args)
     except RvtorchError as exc:

@@ -253,3 +253,14 @@ def test_worker_command_line_is_what_the_container_runs(tmp_path: Path) -> None:
     assert argv[:2] == ["python3", "/rvtorch/scratch/bench_aten_rvv_cost.py"]
     assert argv[2:] == ["_worker", "/rvtorch/scratch", "--jobs", "2"]
     assert shlex.join(argv)
+
+
+def test_an_interrupted_run_finds_exactly_the_processes_of_its_own_container(
+        tmp_path: Path) -> None:
+    marker = "RVTORCH_ATEN_RVV_COST_RUN=42-7"
+    for pid, env in (("101", f"PATH=/usr/bin\0{marker}\0"), ("102", "PATH=/usr/bin\0"),
+                     ("103", "RVTORCH_ATEN_RVV_COST_RUN=42-77\0"), ("self", f"{marker}\0")):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "environ").write_bytes(env.encode())
+    (tmp_path / "104").mkdir()  # a process that went away: no environ to read
+    assert cost.marked_pids(marker, tmp_path) == [101]
