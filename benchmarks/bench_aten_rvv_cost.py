@@ -170,6 +170,12 @@ SECTIONS = (".text", ".rodata", ".eh_frame", ".eh_frame_hdr", ".gcc_except_table
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 
 
+def section_key(name: str) -> str:
+    """A section's key in the results: ``.rela.dyn`` -> ``rela_dyn`` (doc_numbers reads dotted
+    key paths, so a key holds no dot)."""
+    return name.lstrip(".").replace(".", "_")
+
+
 @dataclass(frozen=True)
 class Job:
     object: str  # the object's file name, e.g. SoftMaxKernel.cpp.RVV.cpp.o
@@ -267,7 +273,8 @@ def has_vector(arch: str | None) -> bool:
 
 
 def elf_sizes(path: Path) -> dict[str, Any]:
-    """Section sizes of an ELF file: the named ``SECTIONS``, the executable ones (``text``),
+    """Section sizes of an ELF file: the named ``SECTIONS`` (by ``section_key``), the executable
+    ones together (``text``),
     ``.rodata*``, ``.eh_frame*``, everything loaded (``alloc``), and the ISA string."""
     try:
         with path.open("rb") as fh:
@@ -278,7 +285,8 @@ def elf_sizes(path: Path) -> dict[str, Any]:
             for s in elf.iter_sections():
                 size, flags = int(s["sh_size"]), int(s["sh_flags"])
                 if s.name in SECTIONS:
-                    named[s.name] = named.get(s.name, 0) + size
+                    key = section_key(s.name)
+                    named[key] = named.get(key, 0) + size
                 if s.name == ".riscv.attributes":
                     arch = arch_string(s.data())
                 if not flags & SHF_ALLOC or s["sh_type"] == "SHT_NOBITS":
@@ -751,8 +759,8 @@ def table(res: dict[str, Any]) -> str:
             a, b = w["off"]["libtorch_cpu"][key], w["on"]["libtorch_cpu"][key]
             lines.append(f"{label:<30} {a:>12} {b:>12} {b - a:>12}")
         for s in SECTIONS[:7]:
-            a = w["off"]["libtorch_cpu"]["sections"].get(s, 0)
-            b = w["on"]["libtorch_cpu"]["sections"].get(s, 0)
+            a = w["off"]["libtorch_cpu"]["sections"].get(section_key(s), 0)
+            b = w["on"]["libtorch_cpu"]["sections"].get(section_key(s), 0)
             lines.append(f"{'  ' + s:<30} {a:>12} {b:>12} {b - a:>12}")
         lines.append(f"{'features':<30} {','.join(w['off']['features']) or '-':>12} "
                      f"{','.join(w['on']['features']) or '-':>12}")
