@@ -504,13 +504,14 @@ def _pick_tree(explicit: str | None, wheel: Path | None, features: tuple[str, ..
 
 
 def _image(explicit: str | None, tree: Path, wheel: Path | None) -> str:
+    """The image that built the on wheel (else the one that last built the tree)."""
     if explicit:
         return explicit
+    if wheel is not None and build_info(wheel).get("image"):
+        return str(build_info(wheel)["image"])
     info = tree / "build" / "rvtorch-build-info.json"
     if info.exists() and json.loads(info.read_text()).get("image"):
         return str(json.loads(info.read_text())["image"])
-    if wheel is not None and build_info(wheel).get("image"):
-        return str(build_info(wheel)["image"])
     raise UsageError(f"no build image recorded for {tree.name}", hint="name one with --image")
 
 
