@@ -376,8 +376,8 @@ def find_wheel(dist: Path, label: str) -> Path:
     wheels = sorted(dist.glob("torch-*.whl"), key=lambda p: p.stat().st_mtime)
     if not wheels:
         raise UsageError(f"no {label} wheel in {dist}",
-                         hint="its full build must finish first (bench_full_build.py run"
-                              + (" --aten-rvv on)" if label == "on" else ")"))
+                         hint="its full build must publish one first: bench_full_build.py run"
+                              + (" --aten-rvv on" if label == "on" else " --aten-rvv off"))
     info = Path(f"{wheels[-1]}.build-info.json")
     if not info.exists():
         raise UsageError(f"the {label} wheel {wheels[-1].name} has no build-info beside it",
