@@ -629,7 +629,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         off_whl = find_wheel(Path(args.off_dist), "off")
         on_whl = find_wheel(Path(args.on_dist), "on")
         if "aten-rvv" not in ((build_info(on_whl).get("plan") or {}).get("features") or []):
-            raise UsageError(f"the on wheel {on_whl.name} was built without aten-rvv")
+            raise UsageError(f"the on wheel in {args.on_dist} was built without aten-rvv")
+        if "aten-rvv" in ((build_info(off_whl).get("plan") or {}).get("features") or []):
+            raise UsageError(f"the off wheel in {args.off_dist} was built with aten-rvv",
+                             hint="name a wheel of --aten-rvv off with --off-dist")
     started = time.time()
     load_start = [round(x, 2) for x in os.getloadavg()]
     tree = _pick_tree(args.tree, on_whl, ("aten-rvv",))

@@ -266,3 +266,15 @@ def test_an_interrupted_run_finds_exactly_the_processes_of_its_own_container(
         (tmp_path / pid / "environ").write_bytes(env.encode())
     (tmp_path / "104").mkdir()  # a process that went away: no environ to read
     assert cost.marked_pids(marker, tmp_path) == [101]
+
+
+def test_the_wheels_must_be_without_and_with_the_capability(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "aten_rvv_cost.json"
+    on, off = _wheel(tmp_path, "on", ["aten-rvv"]), _wheel(tmp_path, "off", [])
+    for off_dist, on_dist, what in ((on, on, "off wheel"), (off, off, "on wheel")):
+        argv = ["--off-dist", str(off_dist), "--on-dist", str(on_dist), "--results", str(results)]
+        assert cost.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rvtorch: error: the {what} in ")
+    assert not results.exists()
