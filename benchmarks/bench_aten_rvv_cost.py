@@ -408,6 +408,7 @@ def wheel_stats(wheel: Path, *, scratch: Path) -> dict[str, Any]:
         "size_bytes": wheel.stat().st_size,
         "size_mb": round(wheel.stat().st_size / 1e6, 1),
         "features": features,
+        "tree": Path((info.get("plan") or {}).get("tree") or "").name or None,
         "capability_rvv": "aten-rvv" in features,
         "validation": validation.get("status") if isinstance(validation, dict) else None,
         "libtorch_cpu": {
