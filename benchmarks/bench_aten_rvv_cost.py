@@ -474,6 +474,27 @@ def _tree_record(tree: Path) -> dict[str, Any]:
             "features": feats}
 
 
+# What the kernel objects are compiled from: sources, headers, the generated wrappers and headers.
+KERNEL_INPUT_DIRS = ("aten/src", "c10", "build/aten/src/ATen")
+
+
+def tree_differences(a: Path, b: Path, dirs: Sequence[str] = KERNEL_INPUT_DIRS) -> list[str]:
+    """The files under ``dirs`` that differ between two trees (or exist in one only): when the
+    kernels were measured in another tree than the on wheel's, none of them may be an input of
+    a kernel object."""
+    import filecmp
+
+    out = []
+    for d in dirs:
+        files = [{p.relative_to(t) for p in (t / d).rglob("*") if p.is_file()} for t in (a, b)]
+        for rel in sorted(files[0] ^ files[1]):
+            out.append(str(rel))
+        for rel in sorted(files[0] & files[1]):
+            if not filecmp.cmp(a / rel, b / rel, shallow=False):
+                out.append(str(rel))
+    return sorted(out)
+
+
 def _commit() -> dict[str, Any]:
     def git(*a: str) -> str:
         r = subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True,
@@ -714,6 +735,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rvv_wall_s_at_build_jobs": round(rvv_cpu / (clean["jobs"] or 1), 1),
             "share_of_from_clean_compile": round(rvv_cpu / (clean["jobs"] or 1)
                                                  / clean["compile_wall_s"], 3),
+        }
+    wheel_tree = (build_info(on_whl).get("plan") or {}).get("tree") if on_whl else None
+    if wheel_tree and Path(wheel_tree).name != tree.name:
+        # Measured in another tree (--tree): say which inputs differ from the wheel's tree.
+        diffs = tree_differences(tree, Path(wheel_tree)) if Path(wheel_tree).is_dir() else None
+        compile_rec["wheel_tree"] = {
+            "name": Path(wheel_tree).name,
+            "differing_files": diffs[:40] if diffs is not None else "tree not found",
+            "differing_count": len(diffs) if diffs is not None else None,
+            "dirs_compared": list(KERNEL_INPUT_DIRS),
         }
     if off_whl is not None and on_whl is not None:
         off = wheel_stats(off_whl, scratch=scratch)

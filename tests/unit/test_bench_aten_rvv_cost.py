@@ -278,3 +278,18 @@ def test_the_wheels_must_be_without_and_with_the_capability(
         err = capsys.readouterr().err
         assert err.startswith(f"rvtorch: error: the {what} in ")
     assert not results.exists()
+
+
+def test_tree_differences_name_every_changed_added_or_removed_file(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for t in (a, b):
+        (t / "aten/src/ATen/native/cpu").mkdir(parents=True)
+        (t / "aten/src/ATen/native/cpu/SoftMaxKernel.cpp").write_text("same\n")
+        (t / "c10").mkdir()
+        (t / "outside.txt").write_text(t.name)  # not a kernel input: not compared
+    (a / "aten/src/ATen/native/DispatchStub.cpp").write_text("old\n")
+    (b / "aten/src/ATen/native/DispatchStub.cpp").write_text("new\n")
+    (b / "c10/new.h").write_text("x\n")
+    assert cost.tree_differences(a, b, dirs=("aten/src", "c10")) == [
+        "aten/src/ATen/native/DispatchStub.cpp", "c10/new.h"]
+    assert cost.tree_differences(a, a, dirs=("aten/src", "c10")) == []
