@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # ---------------------------------------------------------------------------------------------
 # The worker: runs inside the toolchain container (a copy of this file in the scratch directory),
@@ -546,6 +546,20 @@ def _scratch_dir(tree: Path, image_id: str, jobs: int, trial: bool) -> Path:
     return d
 
 
+def _lock(scratch: Path) -> IO[str]:
+    """One run per scratch directory: two would compile the same objects into it."""
+    import fcntl
+
+    fh = (scratch / ".lock").open("w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise UsageError(f"another run is measuring in {scratch}",
+                         hint="wait for it; a rerun then resumes from its objects") from None
+    return fh
+
+
 def marked_pids(marker: str, proc_dir: Path = Path("/proc")) -> list[int]:
     """The processes whose environment holds ``marker`` (``NAME=value``): the worker and the
     compiles of this run, which the container engine starts as host processes."""
@@ -675,6 +689,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     first_rvv = by_out[first_default["output"].replace(".DEFAULT.", ".RVV.")]
     off_same = off_entries.get(first_default["output"])
     scratch = _scratch_dir(tree, image_id, args.jobs, trial)
+    lock = _lock(scratch)
     print(f"bench_aten_rvv_cost: {len(jobs)} compiles of {tree.name} in {image}, "
           f"{args.jobs} at a time; scratch {scratch}", file=sys.stderr)
     records, meta = compile_kernels(jobs, tree=tree, image=image, engine_name=args.engine,
@@ -753,6 +768,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "growth": wheel_growth(off, on, off_whl, on_whl)}
     if not args.keep_scratch:
         shutil.rmtree(scratch, ignore_errors=True)
+    lock.close()  # after the scratch is gone (an error exit releases it with the process)
     return result
 
 

@@ -293,3 +293,11 @@ def test_tree_differences_name_every_changed_added_or_removed_file(tmp_path: Pat
     assert cost.tree_differences(a, b, dirs=("aten/src", "c10")) == [
         "aten/src/ATen/native/DispatchStub.cpp", "c10/new.h"]
     assert cost.tree_differences(a, a, dirs=("aten/src", "c10")) == []
+
+
+def test_one_run_at_a_time_per_scratch_directory(tmp_path: Path) -> None:
+    held = cost._lock(tmp_path)
+    with pytest.raises(cost.UsageError, match="another run is measuring"):
+        cost._lock(tmp_path)
+    held.close()
+    cost._lock(tmp_path).close()
