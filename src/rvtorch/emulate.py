@@ -403,7 +403,33 @@ def _release_binfmt(t: Target, fd: int, temporary: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+# The QEMU of explicit runs for an arch, when a caller names one (qemu_override): a wheel with
+# ATen's RVV capability is validated on the vector CPU models under QEMU 10 (validation.py).
+_QEMU_OVERRIDE: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def qemu_override(arch: str, binary: str | Path | None) -> Iterator[None]:
+    """Run explicit ``qemu -L`` commands for ``arch`` with ``binary`` (None: the default) for the
+    duration; guest paths are those of explicit mode either way, so a venv made under one QEMU
+    runs under the other."""
+    old = _QEMU_OVERRIDE.get(arch)
+    if binary is None:
+        _QEMU_OVERRIDE.pop(arch, None)
+    else:
+        _QEMU_OVERRIDE[arch] = str(binary)
+    try:
+        yield
+    finally:
+        if old is None:
+            _QEMU_OVERRIDE.pop(arch, None)
+        else:
+            _QEMU_OVERRIDE[arch] = old
+
+
 def qemu_binary(t: Target) -> str:
+    if t.arch in _QEMU_OVERRIDE:
+        return _QEMU_OVERRIDE[t.arch]
     found = shutil.which(t.qemu_binary)
     if not found:
         raise UsageError(

@@ -604,6 +604,41 @@ def apply_injections(opts: Options, data: Path) -> None:
             shutil.copy2(data / f"reflow_{name}_teacher.pt", data / f"reflow_{name}_student.pt")
 
 
+def vector_qemu(opts: Options, models: Sequence[CpuModel]) -> dict[str, Any] | None:
+    """The QEMU that runs a wheel with ATen's RVV capability on the vector CPU models: 10.0,
+    built from Debian trixie's pinned source (rvtorch.tcg_count, the binary the instruction
+    counts use). Debian 12's qemu-user 7.2 cannot: it has no riscv_hwprobe, and it aborts in
+    its RVV translator (decode_save_opc assertion) on vector code GCC 14 emits for the generic
+    int8 kernels. None for any other validation (the host's QEMU, the faster one)."""
+    if not opts.aten_rvv or opts.arch != "riscv64" or not any(m.vector for m in models):
+        return None
+    from .tcg_count import ensure_qemu, qemu_version
+
+    progress("RVV capability: the vector CPU models run under QEMU 10 (Debian's source)")
+    binary, record = ensure_qemu()
+    return {"binary": str(binary), "version": qemu_version(binary),
+            "debian_version": record.get("debian_version")}
+
+
+@contextlib.contextmanager
+def _explicit_mode(on: bool) -> Iterator[None]:
+    """Explicit ``qemu -L`` for the whole run when models need different QEMUs (a binfmt entry
+    names one interpreter for all)."""
+    from .emulate import MODE_ENV
+
+    old = os.environ.get(MODE_ENV)
+    if on:
+        os.environ[MODE_ENV] = "qemu"
+    try:
+        yield
+    finally:
+        if on:
+            if old is None:
+                os.environ.pop(MODE_ENV, None)
+            else:
+                os.environ[MODE_ENV] = old
+
+
 def validate(opts: Options) -> dict[str, Any]:
     """Run everything; returns the report dict (also written to ``opts.report``)."""
     t_start = time.monotonic()
@@ -619,11 +654,18 @@ def validate(opts: Options) -> dict[str, Any]:
                  "timings_s": refs.timings},
         "runs": [],
     }
-    with target_env(opts) as (tenv, info):
+    rvv_qemu = vector_qemu(opts, models)
+    with _explicit_mode(rvv_qemu is not None), target_env(opts) as (tenv, info):
         report["target"] = info
         report["qemu"] = _qemu_info(opts.arch, tenv.rootfs)
+        if rvv_qemu is not None:
+            report["qemu"]["vector_models"] = rvv_qemu
         for model in models:
-            report["runs"].append(run_model(opts, tenv, info, model, refs))
+            from .emulate import qemu_override
+
+            binary = rvv_qemu["binary"] if rvv_qemu is not None and model.vector else None
+            with qemu_override(opts.arch, binary):
+                report["runs"].append(run_model(opts, tenv, info, model, refs))
         report["vector_scan"] = vector_scan(opts.arch, tenv, report["runs"], opts.full)
     report["wall_s"] = round(time.monotonic() - t_start, 1)
     summarise(report)

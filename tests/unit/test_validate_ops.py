@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -353,3 +354,39 @@ def test_validate_reads_the_capability_from_the_build_info(tmp_path: Path) -> No
         wheel_has_aten_rvv(wheel, "auto")
     with pytest.raises(UsageError):
         wheel_has_aten_rvv(None, "on")
+
+
+def test_the_vector_models_of_an_rvv_wheel_run_under_qemu_10(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """Debian 12's qemu-user 7.2 aborts on RVV code GCC 14 emits and has no riscv_hwprobe: a
+    wheel with the RVV capability runs on the vector models under the QEMU 10 of tcg_count,
+    explicitly (qemu -L), and every other validation keeps the host's QEMU."""
+    from rvtorch import emulate, tcg_count
+
+    fake = tmp_path / "qemu-riscv64"
+    fake.write_text("#!/bin/sh\necho 'qemu-riscv64 version 10.0.13'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(tcg_count, "ensure_qemu",
+                        lambda **_: (fake, {"debian_version": "1:10.0.13+ds-0+deb13u1"}))
+    models = validation.cpu_models("riscv64", ())
+    rvv = validation.Options(arch="riscv64", cpus=(), suites=("smoke",), report=tmp_path,
+                             aten_rvv=True)
+    got = validation.vector_qemu(rvv, models)
+    assert got is not None and got["binary"] == str(fake) and "10.0.13" in got["version"]
+    plain = validation.Options(arch="riscv64", cpus=(), suites=("smoke",), report=tmp_path)
+    assert validation.vector_qemu(plain, models) is None
+    scalar_only = [m for m in models if not m.vector]
+    assert validation.vector_qemu(rvv, scalar_only) is None
+    t = validation.matrix().target("riscv64")
+    monkeypatch.setattr(emulate.shutil, "which", lambda name: f"/usr/bin/{name}")
+    before = emulate.qemu_binary(t)
+    with emulate.qemu_override("riscv64", fake):
+        assert emulate.qemu_binary(t) == str(fake)
+        with emulate.qemu_override("riscv64", None):
+            assert emulate.qemu_binary(t) == before
+        assert emulate.qemu_binary(t) == str(fake)
+    assert emulate.qemu_binary(t) == before
+    monkeypatch.delenv(emulate.MODE_ENV, raising=False)
+    with validation._explicit_mode(True):
+        assert os.environ[emulate.MODE_ENV] == "qemu"
+    assert emulate.MODE_ENV not in os.environ
