@@ -835,7 +835,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="write here instead of the results file")
     ap.add_argument("--results", default=str(RESULTS), help=argparse.SUPPRESS)
     ap.add_argument("--no-wheels", action="store_true", help="trial: skip the wheel comparison")
-    ap.add_argument("--off-dist", default=str(bench / f"dist-{ARCH}"))
+    # bench_full_build.py run --aten-rvv off publishes to dist-<arch>-aten-rvv-off; before the
+    # capability became the default, a plain run published the wheel without it to dist-<arch>.
+    off_default = next((d for d in (bench / f"dist-{ARCH}-aten-rvv-off", bench / f"dist-{ARCH}")
+                        if any(d.glob("torch-*.whl"))), bench / f"dist-{ARCH}")
+    ap.add_argument("--off-dist", default=str(off_default))
     ap.add_argument("--on-dist", default=str(bench / f"dist-{ARCH}-aten-rvv-on"))
     ap.add_argument("--tree", default=None, help="the --aten-rvv on tree (default: the on "
                                                   "wheel's, else the current recipe's)")
