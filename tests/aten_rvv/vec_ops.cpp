@@ -82,6 +82,13 @@ T cube_ref(const T& x) {
     auto idx = at::vec::Vectorized<I>::arange(I(N - 1), I(-1));                                 \
     return put(out, at::vec::gather<sizeof(T)>(a, idx));                                        \
   })                                                                                            \
+  X(element_access, 2, kBits, 0, false, {                                                       \
+    const V cx = x;                                                                             \
+    for (int i = 0; i < N; ++i) out[i] = cx[i];                                                 \
+    V z = x;                                                                                    \
+    z[N - 1] = y[0];                                                                            \
+    return N + put(out + N, z);                                                                 \
+  })                                                                                            \
   /* predicates and masks */                                                                    \
   X(zero_mask, 1, kBits, 0, false, { out[0] = T(x.zero_mask()); return 1; })                     \
   X(isnan, 1, kBits, 0, false, { return put(out, x.isnan()); })                                 \
