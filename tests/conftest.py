@@ -51,6 +51,11 @@ SLOW_TESTS: dict[str, str] = {
         "a second board image (apt under qemu-user, board.json aarch64.image.image_s) and an "
         "aarch64 TCG boot + install + smoke (board.json aarch64): the riscv64 board covers the "
         "path in the default run",
+    "test_bench_ops.py::test_trial_run_counts_every_op_and_both_processes_agree":
+        "two counting processes per vector CPU model, every op of the table, under the "
+        "plugin QEMU (about 8 min on an idle 2-core machine, estimate): the integration tier "
+        "proves the counting on a probe with exact counts, and the default run keeps the "
+        "refusal of a wheel without the capability",
     "test_wheel_validate.py::test_validate_wheel_pip_installs":
         "packs Debian's riscv64 torch into a 114 MB wheel (its MPI stack bundled), repairs it, "
         "then the default suites under QEMU: 10-15 min (estimate)",
