@@ -2,7 +2,7 @@
 """What the RVV capability costs: build time of the second copy of the kernels, and wheel size.
 
     python benchmarks/bench_aten_rvv_cost.py                        # the recorded run
-    python benchmarks/bench_aten_rvv_cost.py --limit 2 --out /tmp/trial.json   # a trial
+    python benchmarks/bench_aten_rvv_cost.py --limit 2 --out trial.json   # a trial
 
 In one run:
 

@@ -427,6 +427,23 @@ def qemu_override(arch: str, binary: str | Path | None) -> Iterator[None]:
             _QEMU_OVERRIDE[arch] = old
 
 
+@contextlib.contextmanager
+def explicit_mode(on: bool = True) -> Iterator[None]:
+    """Explicit ``qemu -L`` (``MODE_ENV=qemu``) for the duration when ``on``: for runs that swap
+    the QEMU (qemu_override, the counting QEMU), which a binfmt entry would bypass."""
+    old = os.environ.get(MODE_ENV)
+    if on:
+        os.environ[MODE_ENV] = "qemu"
+    try:
+        yield
+    finally:
+        if on:
+            if old is None:
+                os.environ.pop(MODE_ENV, None)
+            else:
+                os.environ[MODE_ENV] = old
+
+
 def qemu_binary(t: Target) -> str:
     if t.arch in _QEMU_OVERRIDE:
         return _QEMU_OVERRIDE[t.arch]

@@ -32,6 +32,7 @@ from typing import Any
 from . import ops_target
 from .errors import UsageError, ValidationError
 from .paths import cache_dir, repo_root
+from .validate.common import normalise_capability
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODELS = ("rvv128", "rvv256")
@@ -56,16 +57,10 @@ def expected_capability(cap: str, expect_rvv: bool) -> str:
     return "RVV" if expect_rvv else "DEFAULT"
 
 
-def normalise_capability(got: str | None) -> str | None:
-    """ATen's scalar capability is ``DEFAULT``; torch 2.6 without a RISC-V capability of its own
-    calls it ``NO AVX`` (as on every arch without one)."""
-    return "DEFAULT" if got == "NO AVX" else got
-
-
 def check_capability(model: str, cap: str, got: str | None, expect_rvv: bool) -> None:
     """Validation error (exit 5) when a process ran another capability than expected."""
     want = expected_capability(cap, expect_rvv)
-    if normalise_capability(got) != want:
+    if got is None or normalise_capability(got) != want:
         how = ("with ATEN_CPU_CAPABILITY=default" if cap == "default"
                else "with ATEN_CPU_CAPABILITY unset")
         hint = (" (a wheel built without --aten-rvv on has DEFAULT only: pass --expect-rvv no "
@@ -166,7 +161,7 @@ def run_counts(wheel: Path, *, models: Sequence[str] = DEFAULT_MODELS, expect_rv
                ) -> dict[str, Any]:
     """Count instructions per op in two processes per CPU model; see the module doc."""
     from . import tcg_count
-    from .emulate import MODE_ENV
+    from .emulate import explicit_mode
     from .validation import Options, cpu_models, target_env
 
     arch = "riscv64"
@@ -181,7 +176,6 @@ def run_counts(wheel: Path, *, models: Sequence[str] = DEFAULT_MODELS, expect_rv
     # The counting QEMU is started explicitly (qemu -L): a binfmt entry points at the host's
     # static QEMU, which cannot load plugins; and the venv's guest paths must be those of the
     # explicit mode for the whole run (emulate.pinned_mode).
-    os.environ[MODE_ENV] = "qemu"
     opts = Options(arch=arch, cpus=tuple(m.name for m in models_), suites=(),
                    report=trial_path().parent / "unused", wheel=wheel)
     report: dict[str, Any] = {
@@ -199,7 +193,7 @@ def run_counts(wheel: Path, *, models: Sequence[str] = DEFAULT_MODELS, expect_rv
         "processes": {}, "ops": {}}
     table = ops_target.op_table()
     kinds = {ops_target.op_key(name, dt): kind for name, dt, kind in table}
-    with target_env(opts) as (pyenv, info):
+    with explicit_mode(), target_env(opts) as (pyenv, info):
         report["meta"]["install"] = {k: info.get(k) for k in ("wheel", "install_s", "packages")}
         with pyenv.workdir() as (hdir, gdir):
             shutil.copy2(HERE / "ops_target.py", hdir / "ops_target.py")

@@ -620,25 +620,6 @@ def vector_qemu(opts: Options, models: Sequence[CpuModel]) -> dict[str, Any] | N
             "debian_version": record.get("debian_version")}
 
 
-@contextlib.contextmanager
-def _explicit_mode(on: bool) -> Iterator[None]:
-    """Explicit ``qemu -L`` for the whole run when models need different QEMUs (a binfmt entry
-    names one interpreter for all)."""
-    from .emulate import MODE_ENV
-
-    old = os.environ.get(MODE_ENV)
-    if on:
-        os.environ[MODE_ENV] = "qemu"
-    try:
-        yield
-    finally:
-        if on:
-            if old is None:
-                os.environ.pop(MODE_ENV, None)
-            else:
-                os.environ[MODE_ENV] = old
-
-
 def validate(opts: Options) -> dict[str, Any]:
     """Run everything; returns the report dict (also written to ``opts.report``)."""
     t_start = time.monotonic()
@@ -654,8 +635,11 @@ def validate(opts: Options) -> dict[str, Any]:
                  "timings_s": refs.timings},
         "runs": [],
     }
+    from .emulate import explicit_mode
+
     rvv_qemu = vector_qemu(opts, models)
-    with _explicit_mode(rvv_qemu is not None), target_env(opts) as (tenv, info):
+    # Models that need different QEMUs run explicitly (a binfmt entry names one for all).
+    with explicit_mode(rvv_qemu is not None), target_env(opts) as (tenv, info):
         report["target"] = info
         report["qemu"] = _qemu_info(opts.arch, tenv.rootfs)
         if rvv_qemu is not None:

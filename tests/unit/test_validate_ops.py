@@ -387,6 +387,6 @@ def test_the_vector_models_of_an_rvv_wheel_run_under_qemu_10(monkeypatch: pytest
         assert emulate.qemu_binary(t) == str(fake)
     assert emulate.qemu_binary(t) == before
     monkeypatch.delenv(emulate.MODE_ENV, raising=False)
-    with validation._explicit_mode(True):
+    with emulate.explicit_mode():
         assert os.environ[emulate.MODE_ENV] == "qemu"
     assert emulate.MODE_ENV not in os.environ

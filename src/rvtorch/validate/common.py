@@ -34,6 +34,14 @@ EXIT_CRASH = 3
 _T0 = time.perf_counter()
 
 
+def normalise_capability(name: str) -> str:
+    """ATen's CPU capability as one spelling: its scalar one is ``DEFAULT``, which torch 2.6 calls
+    ``NO AVX`` on every arch without a capability of its own (x86 names, riscv64 without the
+    aten-rvv patches); others upper-cased (``RVV``, ``AVX512``)."""
+    up = name.upper()
+    return "DEFAULT" if up in ("DEFAULT", "NO AVX") else up
+
+
 def seed_all(seed: int) -> None:
     """Seed every generator a suite may touch (torch, random, numpy if present)."""
     import torch

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .common import Result, base_parser, run_suite, write_json
+from .common import Result, base_parser, normalise_capability, run_suite, write_json
 
 SEED = 20261205
 GOLDEN = "ops_golden.json"
@@ -714,9 +714,8 @@ def cpu_capability() -> str:
 
 
 def is_default(capability: str) -> bool:
-    """ATen's scalar capability: ``DEFAULT``, which torch 2.6 calls ``NO AVX`` on every arch
-    without a capability of its own (x86, riscv64 without the aten-rvv patches)."""
-    return capability.upper() in ("DEFAULT", "NO AVX")
+    """ATen's scalar capability (common.normalise_capability: torch 2.6's ``NO AVX`` too)."""
+    return normalise_capability(capability) == "DEFAULT"
 
 
 def body(args: Any, res: Result) -> None:

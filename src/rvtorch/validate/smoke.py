@@ -21,7 +21,15 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .common import Result, base_parser, compare_entry, run_suite, tensor_from_json, tensor_to_json
+from .common import (
+    Result,
+    base_parser,
+    compare_entry,
+    normalise_capability,
+    run_suite,
+    tensor_from_json,
+    tensor_to_json,
+)
 
 SEED = 20250601
 
@@ -458,8 +466,7 @@ def body(args: Any, res: Result) -> None:
     if args.expect_cpu_capability:
         got = str(res.info.get("cpu_capability"))
         want = args.expect_cpu_capability
-        # torch 2.6 names DEFAULT "NO AVX" on arches without a capability of their own.
-        same = got.upper() == want.upper() or (want.upper() == "DEFAULT" and got == "NO AVX")
+        same = normalise_capability(got) == normalise_capability(want)
         res.check("cpu_capability", same, value=got, expected=want,
                   detail=f"ATen chose the {got} kernels; this CPU model must get {want}")
     if args.require_distributed:
