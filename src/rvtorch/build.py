@@ -96,7 +96,20 @@ _ATEN_OBJ = "caffe2/CMakeFiles/torch_cpu.dir/__/aten/src/ATen"
 # Optional patch groups (series.toml [[optional]]): the arches each is for, and the build flags
 # it needs. aten-rvv: the RVV Vectorized and kernels capability (docs/aten-rvv.md).
 FEATURE_ARCHES: dict[str, tuple[str, ...]] = {"aten-rvv": ("riscv64",)}
-FEATURE_ENV: dict[str, dict[str, str]] = {"aten-rvv": {"USE_RVV": "1"}}
+# The kernel files (aten/src/ATen/native/cpu and the generated ufunc ones, by base name) that get
+# an RVV copy (patch aten-rvv/0002, USE_RVV_KERNELS); every other file runs its DEFAULT code in
+# RVV processes too. Chosen for what vectors do for: elementwise math, activations, casts and
+# copies, comparisons/where, reductions, softmax, the norms, the fused optimisers. Left out (the
+# bulk of the second copy's size, docs/aten-rvv.md): grid sampling, flash attention, sorting,
+# indexing, scatter/gather, padding, pooling, upsampling, sparse, quantized.
+RVV_KERNELS: tuple[str, ...] = (
+    "BinaryOpsKernel", "UnaryOpsKernel", "Activation", "CopyKernel", "FillKernel",
+    "PointwiseOpsKernel", "PowKernel", "LerpKernel", "TensorCompareKernel", "ReduceOpsKernel",
+    "ReduceAllOpsKernel", "SumKernel", "SoftMaxKernel", "layer_norm_kernel", "batch_norm_kernel",
+    "group_norm_kernel", "UfuncCPUKernel_add", "FusedAdamKernel", "FusedSGDKernel",
+)
+FEATURE_ENV: dict[str, dict[str, str]] = {
+    "aten-rvv": {"USE_RVV": "1", "USE_RVV_KERNELS": ",".join(RVV_KERNELS)}}
 # The arches a build of which gets the feature unless told `--<feature> off`. aten-rvv: every
 # riscv64 build since its full wheel passed the validation and the op-parity suite on rv64
 # (DEFAULT chosen), rvv128 and rvv256 (RVV chosen) (docs/aten-rvv.md).
