@@ -47,7 +47,7 @@ ensure_venv() {
 # tools, each target's binutils (its strip, for wheel repair), one per triple in targets.toml, and
 # the build tools of the QEMU 10 that runs a riscv64 wheel with ATen's RVV capability on the vector
 # CPU models (rvtorch.tcg_count builds it from Debian's pinned qemu source: gcc, ninja, glib).
-HOST_PACKAGES=(buildah podman debootstrap qemu-user-static python3 python3-venv xz-utils zstd git ca-certificates openssh-client e2fsprogs gcc ninja-build pkg-config libglib2.0-dev)
+HOST_PACKAGES=(buildah podman debootstrap qemu-user-static python3 python3-venv xz-utils zstd git ca-certificates openssh-client e2fsprogs gcc ninja-build pkg-config libglib2.0-dev advancecomp)
 
 host_packages() {
   printf '%s\n' "${HOST_PACKAGES[@]}"

@@ -938,6 +938,9 @@ def finish_wheel(
         wheel = wheel_mod.repair_wheel(wheel, t, outdir / "repaired", lib_path=lib_path,
                                        sysroot=root, build_paths=build_paths,
                                        rejected_dir=rejected)
+    # A stronger deflate over the repaired wheel (advzip; the members are checked unchanged),
+    # before the check and the validation: the wheel that is validated is the one published.
+    extra["recompress"] = wheel_mod.recompress_wheel(wheel)
     # The check's findings and figures for build-info.
     extra["check"] = wheel_mod.check_wheel(wheel, t, build_paths=build_paths).to_json()
     # Which OpenBLAS the wheel carries (build-info); a recipe one must be the deployed one.

@@ -16,6 +16,8 @@ import os
 import shutil
 import sysconfig
 import tempfile
+import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -62,6 +64,7 @@ __all__ = [
     "is_unwanted",
     "manylinux_policy",
     "patchelf_tool",
+    "recompress_wheel",
     "repair_wheel",
     "strip_tool",
     "sysroot_lib_path",
@@ -297,3 +300,51 @@ def _retag(staged: Path, out_dir: Path, platforms: list[str], old: str) -> Path:
 
     with InWheelCtx(staged, out_dir / staged.name) as ctx:
         return Path(add_platforms(ctx, platforms, [old]))
+
+
+# ---------------------------------------------------------------------------------------------
+# recompress
+
+# advancecomp's advzip re-deflates every member of a zip with a stronger encoder than zlib's
+# (level 3: 7-Zip's deflate; 4: zopfli, far slower for little more). The result is a plain
+# deflate zip any installer reads; the members, their order, CRCs and modes are unchanged, which
+# recompress_wheel checks before it replaces the wheel.
+RECOMPRESS_TOOL = "advzip"
+RECOMPRESS_LEVEL = 3
+RECOMPRESS_PACKAGE = "advancecomp"
+
+
+def _members(path: Path) -> list[tuple[str, int, int, int]]:
+    with zipfile.ZipFile(path) as z:
+        return [(i.filename, i.CRC, i.file_size, i.external_attr >> 16) for i in z.infolist()]
+
+
+def recompress_wheel(wheel: Path, *, level: int = RECOMPRESS_LEVEL) -> dict[str, object]:
+    """Recompress ``wheel`` in place with advzip (atomically: a copy is recompressed, checked
+    member by member against the original and renamed over it). Returns the sizes and time for
+    build-info. No advzip: UsageError (exit 2) naming the package."""
+    tool = which(RECOMPRESS_TOOL)
+    if tool is None:
+        raise UsageError(f"{RECOMPRESS_TOOL} not found: wheel recompression needs it",
+                         hint=f"apt-get install {RECOMPRESS_PACKAGE}")
+    before = wheel.stat().st_size
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=".recompress-", dir=wheel.parent) as tmp_s:
+        work = Path(tmp_s) / wheel.name
+        shutil.copy2(wheel, work)
+        run([tool, "--recompress", f"-{level}", "--quiet", str(work)], capture=True,
+            what=f"{RECOMPRESS_TOOL} --recompress of {wheel.name}")
+        try:
+            same = _members(work) == _members(wheel)
+        except zipfile.BadZipFile as exc:
+            raise BuildError(f"{RECOMPRESS_TOOL} wrote an unreadable zip: {exc}") from exc
+        if not same:
+            raise BuildError(f"{RECOMPRESS_TOOL} changed the members of {wheel.name}",
+                             hint="the wheel was left as auditwheel wrote it")
+        after = work.stat().st_size
+        if after < before:
+            os.replace(work, wheel)
+        else:
+            after = before
+    return {"tool": f"{RECOMPRESS_TOOL} --recompress -{level}", "bytes_before": before,
+            "bytes_after": after, "seconds": round(time.monotonic() - start, 1)}
