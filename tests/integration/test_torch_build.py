@@ -200,6 +200,30 @@ def test_configure_in_the_image(env: dict[str, str], arch: str, no_binfmt: None)
     assert "#define GLOO_HAVE_TRANSPORT_TCP 1" in gloo_config
     log = (build / "rvtorch-build.log").read_text(errors="replace")
     assert "Using system fmt" in log and "Build files have been written to" in log
+    if arch == "riscv64":  # the aten-rvv group is on by default there
+        _assert_rvv_kernel_copies(build)
+
+
+def _assert_rvv_kernel_copies(build_dir: Path) -> None:
+    """An RVV copy (-O2, -march=rv64gcv) for exactly the files of build.RVV_KERNELS; every other
+    kernel file's DEFAULT copy is the wrapper that fills the RVV dispatch slot."""
+    from rvtorch.build import RVV_KERNELS
+
+    entries = json.loads((build_dir / "compile_commands.json").read_text())
+    copies: dict[str, dict[str, str]] = {}
+    for e in entries:
+        m = re.search(r"/([A-Za-z0-9_]+)\.cpp\.(DEFAULT|RVV)\.cpp$", e["file"])
+        if m:
+            copies.setdefault(m.group(2), {})[m.group(1)] = e["command"]
+    assert set(copies["RVV"]) == set(RVV_KERNELS)
+    assert set(RVV_KERNELS) < set(copies["DEFAULT"])
+    for cmd in copies["RVV"].values():
+        assert "-march=rv64gcv" in cmd and re.search(r" -O2 .*-march=rv64gcv", cmd)
+    gen = build_dir / "aten" / "src" / "ATen"
+    for stem in copies["DEFAULT"]:
+        (src,) = [p for p in gen.rglob(f"{stem}.cpp.DEFAULT.cpp")]
+        fills_rvv_slot = "REGISTER_ARCH_DISPATCH(name, RVV, fn)" in src.read_text()
+        assert fills_rvv_slot == (stem not in RVV_KERNELS), stem
 
 
 @pytest.mark.parametrize("arch", ["riscv64"])
