@@ -1,10 +1,12 @@
 // Every method of ATen's Vectorized<float> and Vectorized<double>, plus the free functions of
 // vec_base.h/functional_base.h that a capability specialises, driven through one table.
 //
-// Compiled twice (see vec_ops.h): with -DVEC_TEST_NS=ops_default -DCPU_CAPABILITY=DEFAULT it runs
-// the generic vec_base.h code; with -DVEC_TEST_NS=ops_rvv -DCPU_CAPABILITY=RVV
-// -DCPU_CAPABILITY_RVV -march=...v it runs the RVV specialisations. The two objects link into one
-// program because ATen puts each capability in its own inline namespace, as in a real build.
+// Compiled three times (see vec_ops.h): with -DVEC_TEST_NS=ops_default -DCPU_CAPABILITY=DEFAULT
+// it runs the generic vec_base.h code; with -DVEC_TEST_NS=ops_ref512 -DCPU_CAPABILITY=DEFAULT512
+// (and the reference-width vec_base.h first) the same code at the RVV width; with
+// -DVEC_TEST_NS=ops_rvv -DCPU_CAPABILITY=RVV -DCPU_CAPABILITY_RVV -march=...v the RVV
+// specialisations. The objects link into one program because ATen puts each capability in its
+// own inline namespace, as in a real build.
 #include "vec_ops.h"
 
 #include <ATen/cpu/vec/functional.h>

@@ -1,7 +1,9 @@
 // The interface between the test driver (vec_rvv_test.cpp) and vec_ops.cpp, which is compiled
-// twice: once for ATen's DEFAULT capability (the generic Vectorized<T> of vec_base.h, the scalar
-// reference) and once for CPU_CAPABILITY_RVV. The driver runs every operation through both and
-// compares the results.
+// three times: for ATen's DEFAULT capability (ops_default: the generic Vectorized<T> of
+// vec_base.h, 256 bits), for the same generic code at the RVV width (ops_ref512: a copy of
+// vec_base.h whose CPU_CAPABILITY_RVV width branch is taken, 512 bits, in its own DEFAULT512
+// namespace; the scalar reference for everything) and for CPU_CAPABILITY_RVV (ops_rvv). The
+// driver runs every operation through them and compares the results.
 #pragma once
 
 #include <cstdint>
@@ -51,4 +53,5 @@ struct OpInfo {
   }
 
 VEC_TEST_DECLARE(ops_default)
+VEC_TEST_DECLARE(ops_ref512)
 VEC_TEST_DECLARE(ops_rvv)

@@ -1,7 +1,9 @@
 // ATen's RVV Vectorized<float>/<double> against the generic (DEFAULT) Vectorized, on whatever
 // VLEN the CPU (or QEMU's -cpu rv64,v=true,vlen=N) has.
 //
-// Every operation of vec_ops.cpp runs on the same inputs through both capabilities: special
+// Every operation of vec_ops.cpp runs on the same inputs through the RVV capability and the
+// generic vec_base.h code at the RVV width (ops_ref512); the lane-wise ones also through the real
+// DEFAULT capability (8 floats, 4 doubles per vector) over the same arrays. Inputs: special
 // values (+-0, +-Inf, NaN, denormals, halfway cases, limits) paired with each other, then random
 // values of several magnitudes. Loads and stores with a count run against a guard page, so a
 // read or write past `count` elements faults. Prints one line per failing check and a summary;
@@ -57,44 +59,52 @@ template <>
 struct Api<float> {
   using Bits = uint32_t;
   static constexpr const char* name = "float";
-  static int size() { return ops_default::size_f32(); }
-  static int run_ref(int id, const float* a, const float* b, const float* c, float* o) {
+  static int size() { return ops_ref512::size_f32(); }
+  static int size_default() { return ops_default::size_f32(); }
+  static int run_default(int id, const float* a, const float* b, const float* c, float* o) {
     return ops_default::run_f32(id, a, b, c, o);
+  }
+  static int run_ref(int id, const float* a, const float* b, const float* c, float* o) {
+    return ops_ref512::run_f32(id, a, b, c, o);
   }
   static int run_rvv(int id, const float* a, const float* b, const float* c, float* o) {
     return ops_rvv::run_f32(id, a, b, c, o);
   }
-  static constexpr auto load_ref = ops_default::load_count_f32;
+  static constexpr auto load_ref = ops_ref512::load_count_f32;
   static constexpr auto load_rvv = ops_rvv::load_count_f32;
-  static constexpr auto store_ref = ops_default::store_count_f32;
+  static constexpr auto store_ref = ops_ref512::store_count_f32;
   static constexpr auto store_rvv = ops_rvv::store_count_f32;
-  static constexpr auto convert_ref = ops_default::convert_f32;
+  static constexpr auto convert_ref = ops_ref512::convert_f32;
   static constexpr auto convert_rvv = ops_rvv::convert_f32;
-  static constexpr auto sum_ref = ops_default::reduce_sum_f32;
+  static constexpr auto sum_ref = ops_ref512::reduce_sum_f32;
   static constexpr auto sum_rvv = ops_rvv::reduce_sum_f32;
-  static constexpr auto max_ref = ops_default::reduce_max_f32;
+  static constexpr auto max_ref = ops_ref512::reduce_max_f32;
   static constexpr auto max_rvv = ops_rvv::reduce_max_f32;
 };
 template <>
 struct Api<double> {
   using Bits = uint64_t;
   static constexpr const char* name = "double";
-  static int size() { return ops_default::size_f64(); }
-  static int run_ref(int id, const double* a, const double* b, const double* c, double* o) {
+  static int size() { return ops_ref512::size_f64(); }
+  static int size_default() { return ops_default::size_f64(); }
+  static int run_default(int id, const double* a, const double* b, const double* c, double* o) {
     return ops_default::run_f64(id, a, b, c, o);
+  }
+  static int run_ref(int id, const double* a, const double* b, const double* c, double* o) {
+    return ops_ref512::run_f64(id, a, b, c, o);
   }
   static int run_rvv(int id, const double* a, const double* b, const double* c, double* o) {
     return ops_rvv::run_f64(id, a, b, c, o);
   }
-  static constexpr auto load_ref = ops_default::load_count_f64;
+  static constexpr auto load_ref = ops_ref512::load_count_f64;
   static constexpr auto load_rvv = ops_rvv::load_count_f64;
-  static constexpr auto store_ref = ops_default::store_count_f64;
+  static constexpr auto store_ref = ops_ref512::store_count_f64;
   static constexpr auto store_rvv = ops_rvv::store_count_f64;
-  static constexpr auto convert_ref = ops_default::convert_f64;
+  static constexpr auto convert_ref = ops_ref512::convert_f64;
   static constexpr auto convert_rvv = ops_rvv::convert_f64;
-  static constexpr auto sum_ref = ops_default::reduce_sum_f64;
+  static constexpr auto sum_ref = ops_ref512::reduce_sum_f64;
   static constexpr auto sum_rvv = ops_rvv::reduce_sum_f64;
-  static constexpr auto max_ref = ops_default::reduce_max_f64;
+  static constexpr auto max_ref = ops_ref512::reduce_max_f64;
   static constexpr auto max_rvv = ops_rvv::reduce_max_f64;
 };
 
@@ -201,9 +211,25 @@ void random_row(T* r, int n) {
   }
 }
 
+// Operations whose results depend on the lane count (mask bits, counts, positions, a broadcast
+// of lane 0, whole-vector predicates and reductions). The others work lane by lane, so RVV's
+// 16/8 lanes must also equal the real DEFAULT capability (8/4 lanes) run over the same arrays.
+bool lane_wise(const std::string& op) {
+  static const char* const kWholeVector[] = {
+      "ctor_broadcast", "blend", "set", "arange", "interleave2", "deinterleave2", "flip",
+      "gather", "element_access", "zero_mask", "has_inf_nan", "vec_reduce_sum",
+      "vec_reduce_max"};
+  for (const char* w : kWholeVector) {
+    if (op == w) return false;
+  }
+  return true;
+}
+int g_lane_wise_ops = 0;
+
 template <typename T>
 void check_ops() {
   const int n = Api<T>::size();
+  const int n_default = Api<T>::size_default();
   const std::vector<T> sp = special_values<T>();
   const int p = static_cast<int>(sp.size());
   // Rows: every (special, special) pair once, then random rows.
@@ -227,14 +253,18 @@ void check_ops() {
     c.insert(c.end(), row.begin() + 2 * n, row.end());
   }
   const int rows = static_cast<int>(a.size()) / n;
-  std::vector<T> got(256), want(256);
-  for (int id = 0; id < ops_default::op_count(); ++id) {
-    const vec_test::OpInfo& op = *ops_default::op_info(id);
+  std::vector<T> got(1024), want(1024);  // set() writes (size() + 1) vectors
+  std::vector<T> want_default(n);
+  for (int id = 0; id < ops_ref512::op_count(); ++id) {
+    const vec_test::OpInfo& op = *ops_ref512::op_info(id);
     std::string what = std::string(op.name);
     g_current = op.name;
     g_printed = 0;
     long before = g_failures;
     long checks_before = g_checks;
+    const bool by_lane = lane_wise(op.name) && n % n_default == 0;
+    g_lane_wise_ops += by_lane;
+    const std::string what_default = what + " (DEFAULT capability)";
     for (int r = 0; r < rows; ++r) {
       const T* ra = &a[r * n];
       const T* rb = &b[r * n];
@@ -253,6 +283,29 @@ void check_ops() {
         const T ai = ra[i % n], bi = rb[i % n], ci = rc[i % n];
         if (!agree(op, got[i], want[i], ai, bi, ci, scale)) {
           report(what.c_str(), r, i, got[i], want[i], ra, rb, rc, n);
+        }
+      }
+      if (!by_lane) continue;
+      // The same arrays through the real DEFAULT capability, size_default() lanes at a time.
+      if (k_rvv != n) {
+        std::printf("FAIL %s %s: %d results, a lane-wise operation gives one vector (%d)\n",
+                    Api<T>::name, op.name, k_rvv, n);
+        ++g_failures;
+        break;
+      }
+      for (int h = 0; h < n; h += n_default) {
+        int k = Api<T>::run_default(id, ra + h, rb + h, rc + h, &want_default[h]);
+        if (k != n_default) {
+          std::printf("FAIL %s %s: DEFAULT gives %d results, want %d\n", Api<T>::name, op.name,
+                      k, n_default);
+          ++g_failures;
+          break;
+        }
+      }
+      for (int i = 0; i < n; ++i) {
+        ++g_checks;
+        if (!agree(op, got[i], want_default[i], ra[i], rb[i], rc[i], scale)) {
+          report(what_default.c_str(), r, i, got[i], want_default[i], ra, rb, rc, n);
         }
       }
     }
@@ -365,17 +418,30 @@ int main() {
   sigaction(SIGSEGV, &sa, nullptr);
   sigaction(SIGBUS, &sa, nullptr);
   sigaction(SIGILL, &sa, nullptr);
-  if (ops_default::size_f32() != ops_rvv::size_f32() ||
-      ops_default::size_f64() != ops_rvv::size_f64()) {
+  if (ops_default::op_count() != ops_ref512::op_count()) {
+    std::printf("FAIL the DEFAULT object has another operation table\n");
+    return 1;
+  }
+  if (ops_ref512::size_f32() != ops_rvv::size_f32() ||
+      ops_ref512::size_f64() != ops_rvv::size_f64()) {
     std::printf("FAIL size(): float %d vs %d, double %d vs %d\n", ops_rvv::size_f32(),
-                ops_default::size_f32(), ops_rvv::size_f64(), ops_default::size_f64());
+                ops_ref512::size_f32(), ops_rvv::size_f64(), ops_ref512::size_f64());
+    return 1;
+  }
+  // 512-bit RVV vectors (VECTOR_WIDTH 64, like AVX512), compared with the generic code at the
+  // same width (the reference object's vec_base.h, see tests/integration/test_aten_rvv.py).
+  if (ops_rvv::size_f32() != 16 || ops_rvv::size_f64() != 8) {
+    std::printf("FAIL size(): float %d, double %d; want 16 and 8\n", ops_rvv::size_f32(),
+                ops_rvv::size_f64());
     return 1;
   }
   check_ops<float>();
   check_memory<float>();
   check_ops<double>();
   check_memory<double>();
+  std::printf("aten-rvv-vec-test: default-lanes=%d/%d lane-wise-ops=%d\n", ops_default::size_f32(),
+              ops_default::size_f64(), g_lane_wise_ops);
   std::printf("aten-rvv-vec-test: vlen=%d ops=%d checks=%ld failures=%ld\n", ops_rvv::vlen_bits(),
-              ops_default::op_count(), g_checks, g_failures);
+              ops_ref512::op_count(), g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -4,9 +4,18 @@ The vectorization test of tests/aten_rvv/ is cross-compiled in the toolchain ima
 headers of the real PyTorch source with the default series and the aten-rvv group applied
 (generated headers from the tree's own .in templates), and run under qemu-riscv64 on every RVV CPU
 model of targets.toml and at VLEN 512 and 1024. It runs every method of both specialisations
-through the DEFAULT (generic, scalar) and the RVV capability and compares them. The rv64 model
-(no V extension) is not run: the program executes RVV code unconditionally; choosing a capability
-at run time is the job of the kernels' dispatch, not of these headers.
+through the DEFAULT (generic, scalar) and the RVV capability and compares them.
+
+RVV's vectors are 512 bits (16 floats, 8 doubles; VECTOR_WIDTH 64 under CPU_CAPABILITY_RVV) while
+a real DEFAULT build's generic Vectorized has 256 (8 floats). Blend masks, set(count), arange,
+flip, interleave2, zero_mask and the reductions depend on the lane count, so the reference object
+is the same generic vec_base.h code at the RVV width: a copy of the tree's vec_base.h whose RVV
+width branch is taken, found first by that object's compile only (in its own DEFAULT512
+namespace). Every operation is compared with it element by element; the lane-wise ones are also
+compared with the real DEFAULT capability (8 floats at a time) over the same input arrays.
+
+The rv64 model (no V extension) is not run: the program executes RVV code unconditionally;
+choosing a capability at run time is the job of the kernels' dispatch, not of these headers.
 
 A second test breaks one method of the real header on purpose (a copy with operator+ subtracting,
 and one whose tail load reads a whole vector) and proves the program reports exactly that method.
@@ -70,6 +79,22 @@ def rvv_tree(itest_cache: Path, env: dict[str, str]) -> Path:
     return tree
 
 
+# vec_base.h's branch that gives CPU_CAPABILITY_RVV its width (the aten-rvv patch 0001).
+RVV_WIDTH_BRANCH = "#elif defined(CPU_CAPABILITY_RVV) // CPU_CAPABILITY_AVX512"
+
+
+def _reference_width_overlay(tree: Path, work: Path) -> Path:
+    """A copy of the tree's vec_base.h that takes the RVV width branch for the DEFAULT object:
+    the generic Vectorized<T>, unchanged, with the lane count of the RVV specialisations."""
+    overlay = work / "reference-width"
+    header = overlay / "ATen/cpu/vec/vec_base.h"
+    header.parent.mkdir(parents=True, exist_ok=True)
+    text = (tree / "aten/src/ATen/cpu/vec/vec_base.h").read_text()
+    assert text.count(RVV_WIDTH_BRANCH) == 1, "vec_base.h has no RVV width branch"
+    header.write_text(text.replace(RVV_WIDTH_BRANCH, "#elif 1 // the test's reference width"))
+    return overlay
+
+
 @dataclass
 class Built:
     work: Path
@@ -88,9 +113,10 @@ class Toolchain:
         return self.ctr.call(cmd, capture=True, check=False, timeout=timeout)
 
     def build(self, name: str, overlay: Path | None = None, base: str | None = None) -> Built:
-        """The generated headers, the two capability objects and the driver, linked with SLEEF.
-        With ``overlay``, only the RVV object is compiled again (headers of the overlay first) and
-        linked with the DEFAULT object and driver of build ``base``."""
+        """The generated headers, the three capability objects (DEFAULT, the generic code at the
+        RVV width, RVV) and the driver, linked with SLEEF. With ``overlay``, only the RVV object
+        is compiled again (headers of the overlay first) and linked with the reference objects
+        and driver of build ``base``."""
         out = f"/work/{name}"
         ref = f"/work/{base}" if base else out
         gcc = matrix().project.gcc
@@ -103,10 +129,18 @@ class Toolchain:
         if base:
             compile_all = rvv
         else:
+            ref_width = _reference_width_overlay(self.tree, self.work)
+            # Its own capability namespace (DEFAULT512): its Vectorized<T> has another layout
+            # than DEFAULT's, and both are linked into one program.
+            ref512 = (f"{cxx} {flags} -march={TARGET.march} "
+                      f"-I/work/{ref_width.relative_to(self.work)} {inc} "
+                      f"-DVEC_TEST_NS=ops_ref512 -DCPU_CAPABILITY=DEFAULT512 "
+                      f"-c /test/vec_ops.cpp -o {out}/ops_ref512.o")
             compile_all = f"""cmake -DSRC=/src -DOUT={out}/gen -P /test/generate_headers.cmake
 {cxx} {flags} -march={TARGET.march} {inc} -DVEC_TEST_NS=ops_default -DCPU_CAPABILITY=DEFAULT \
   -c /test/vec_ops.cpp -o {out}/ops_default.o &
 {rvv} &
+{ref512}
 {cxx} {flags} -march={TARGET.march} -I/test -c /test/vec_rvv_test.cpp -o {out}/driver.o
 wait %1
 wait %2"""
@@ -114,7 +148,7 @@ wait %2"""
 mkdir -p {out}
 {compile_all}
 {cxx} -march={TARGET.march} -mabi={TARGET.mabi} {ref}/driver.o {ref}/ops_default.o \
-  {out}/ops_rvv.o -lsleef -lm -o {out}/vec_rvv_test
+  {ref}/ops_ref512.o {out}/ops_rvv.o -lsleef -lm -o {out}/vec_rvv_test
 """
         start = time.monotonic()
         r = self.call(["bash", "-c", script])
@@ -157,6 +191,13 @@ def _summary(stdout: str) -> dict[str, int]:
     return dict(zip(("vlen", "ops", "checks", "failures"), map(int, m.groups()), strict=True))
 
 
+# The operations the driver compares with the generic code at the RVV width only (their result
+# depends on the lane count): vec_rvv_test.cpp's kWholeVector.
+WHOLE_VECTOR_OPS = ("ctor_broadcast", "blend", "set", "arange", "interleave2", "deinterleave2",
+                    "flip", "gather", "element_access", "zero_mask", "has_inf_nan",
+                    "vec_reduce_sum", "vec_reduce_max")
+
+
 def _ops() -> list[str]:
     """The operation names of the test's table (tests/aten_rvv/vec_ops.cpp)."""
     return re.findall(r"^\s+X\((\w+), \d", (TEST_SRC / "vec_ops.cpp").read_text(), re.M)
@@ -169,7 +210,11 @@ def test_rvv_vectorized_matches_default(toolchain: Toolchain, good: Built, name:
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     s = _summary(r.stdout)
     assert s["vlen"] == _vlen(qemu_cpu), "QEMU did not run at the requested VLEN"
-    assert s["failures"] == 0 and s["ops"] == len(_ops()) and s["checks"] > 500_000
+    assert s["failures"] == 0 and s["ops"] == len(_ops()) and s["checks"] > 1_000_000
+    # The lane-wise operations of both types were also compared with the real DEFAULT
+    # capability (256-bit generic vectors) over the same arrays.
+    m = re.search(r"^aten-rvv-vec-test: default-lanes=8/4 lane-wise-ops=(\d+)$", r.stdout, re.M)
+    assert m and int(m.group(1)) == 2 * (len(_ops()) - len(WHOLE_VECTOR_OPS)), r.stdout[-2000:]
     for t in ("float", "double"):
         for op in _ops():
             assert f"ok {t} {op}\n" in r.stdout, (t, op)
