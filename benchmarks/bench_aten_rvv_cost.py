@@ -7,24 +7,40 @@
 In one run:
 
 1. **Build time.** Every file of ``aten/src/ATen/native/cpu`` (and the two other files ATen
-   compiles per CPU capability, ``UfuncCPUKernel_add.cpp`` and ``QuantizedOpKernels.cpp``) is
-   compiled twice in an ``--aten-rvv on`` tree: ``<name>.cpp.DEFAULT.cpp.o``
-   (``-march=rv64gc``, what a build without the capability compiles too) and
-   ``<name>.cpp.RVV.cpp.o`` (``-march=rv64gcv``, the extra cost). The exact commands come from
+   compiles per CPU capability, ``UfuncCPUKernel_add.cpp`` and ``QuantizedOpKernels.cpp``) has
+   a ``<name>.cpp.DEFAULT.cpp.o`` copy (``-march=rv64gc``, what a build without the capability
+   compiles too) in an ``--aten-rvv on`` tree; the files of ``rvtorch.build.RVV_KERNELS``
+   (``USE_RVV_KERNELS``) also have a ``<name>.cpp.RVV.cpp.o`` copy (``-march=rv64gcv`` at
+   ``-O2``, the extra cost); the others' DEFAULT code fills the RVV dispatch slot. Every copy in
+   the tree is compiled once. The exact commands come from
    the tree's ``build/compile_commands.json`` (ninja's ``-MD`` dependency flags added back, its
    ccache launcher dropped and ``CCACHE_DISABLE=1``: every object is really compiled). They run
    in the toolchain image that built the tree, with the tree mounted read-only and the objects
    written to a scratch directory in the cache, ``--jobs`` compiles at a time at nice 10. Per
    object: CPU time of the compiler (user+sys from ``wait4``; robust to a loaded host, unlike
    wall time, which is recorded too) and the ELF sizes of the object (executable sections,
-   ``.rodata*``, ``.eh_frame``). The sums per capability and their ratio sit beside the compile
-   time of the from-clean build, taken from ``full_build.json`` (an earlier record of
-   ``bench_full_build.py``, not measured here).
+   ``.rodata*``, ``.eh_frame``). ``compile.DEFAULT`` sums over every measured DEFAULT copy
+   (all kernel files), ``compile.RVV`` over the RVV copies only, so ``rvv_over_default`` is the
+   extra compile time and code as a share of the DEFAULT build of the kernels;
+   ``rvv_over_default_same_kernels`` compares the two copies of only the files that have both
+   (what the RVV flags cost per file). ``kernels_in_tree`` counts the kernel files (DEFAULT
+   copies), ``rvv_kernels_in_tree`` those with an RVV copy, ``kernels_without_rvv`` names the
+   others; the flag difference is taken from the first measured file with both copies. The sums
+   sit beside the compile time of the from-clean build, taken from ``full_build.json`` (an
+   earlier record of ``bench_full_build.py``, not measured here).
 2. **Wheel size.** The published wheels of ``bench_full_build.py`` without
    (``dist-riscv64``) and with (``dist-riscv64-aten-rvv-on``) the capability: size, the
    compressed and uncompressed size of ``torch/lib/libtorch_cpu.so``, its ELF sections (read with
    pyelftools), the ISA string of its ``.riscv.attributes`` and the ``features`` of the
-   ``<wheel>.build-info.json`` beside it. No on wheel: exit 2 before anything is compiled.
+   ``<wheel>.build-info.json`` beside it (and its ``recompress`` record, if the build
+   recompressed the wheel). A build now recompresses the repaired wheel with advzip
+   (``rvtorch.wheel.recompress_wheel``); an off wheel published before that is not, so a copy of
+   it is recompressed the same way in the scratch directory (the published wheel is never
+   touched) and recorded as ``wheels.off_recompressed``: ``wheels.growth`` gives the growth
+   against both, the ``*_vs_off_recompressed`` keys being the capability's own share.
+   ``wheels.budget`` holds the size budget (the off wheel as published) and whether the on
+   wheel is within it (compared at the 0.1 MB the budget is stated in; ``headroom_bytes`` is
+   exact). No on wheel or no advzip: exit 2 before anything is compiled.
 
 Writes benchmarks/results/aten_rvv_cost.json (no machine paths) and prints a table.
 ``--limit N`` (the first N kernels) and ``--only REGEX`` make a trial run; a trial needs
@@ -210,8 +226,9 @@ def _compile_argv(command: str, output: str, scratch: str) -> tuple[str, ...]:
 
 def kernel_jobs(entries: Iterable[dict[str, Any]], *, scratch: str, only: str | None = None,
                 limit: int | None = None) -> list[Job]:
-    """The DEFAULT and RVV compiles of every per-capability kernel file, kernel by kernel (the
-    two copies of one kernel next to each other, so both meet the same load)."""
+    """The DEFAULT and (where the file has one) RVV compiles of every per-capability kernel
+    file, kernel by kernel (the two copies of one kernel next to each other, so both meet the
+    same load)."""
     found: dict[str, dict[str, Job]] = {}
     for e in entries:
         out = e.get("output") or ""
@@ -230,7 +247,44 @@ def kernel_jobs(entries: Iterable[dict[str, Any]], *, scratch: str, only: str | 
     if not kernels:
         raise UsageError(f"no per-capability kernel file matches {only or 'anything'} in the "
                          "compile commands")
+    if not any("RVV" in found[k] for k in kernels):
+        # refused before compiling: the record compares the two copies
+        raise UsageError(f"none of the {len(kernels)} selected kernel files has an RVV copy",
+                         hint="select one of rvtorch.build.RVV_KERNELS with --only")
     return [found[k][c] for k in kernels for c in CAPS if c in found[k]]
+
+
+def kernel_copies(entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every per-capability kernel file of the compile commands: its entry per capability."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for e in entries:
+        m = _KERNEL.search("/" + (e.get("output") or ""))
+        if m:
+            found.setdefault(m.group(1), {})[m.group(2)] = e
+    return found
+
+
+def kernel_census(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """How many kernel files the tree has (DEFAULT copies), how many of them have an RVV copy
+    (only ``rvtorch.build.RVV_KERNELS`` since USE_RVV_KERNELS), and which have none."""
+    found = kernel_copies(entries)
+    return {"kernels_in_tree": sum("DEFAULT" in c for c in found.values()),
+            "rvv_kernels_in_tree": sum("RVV" in c for c in found.values()),
+            "kernels_without_rvv": sorted(k for k, c in found.items()
+                                          if "DEFAULT" in c and "RVV" not in c)}
+
+
+def flag_pair(entries: Iterable[dict[str, Any]],
+              kernels: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The DEFAULT and RVV compile entries of the first of ``kernels`` that has both copies
+    (else of the first such file in the tree): the pair whose flags are compared."""
+    found = kernel_copies(entries)
+    both = [k for k in kernels if {"DEFAULT", "RVV"} <= set(found.get(k, {}))]
+    both = both or sorted(k for k, c in found.items() if {"DEFAULT", "RVV"} <= set(c))
+    if not both:
+        raise UsageError("no kernel file has both a DEFAULT and an RVV copy",
+                         hint="measure an --aten-rvv on tree")
+    return found[both[0]]["DEFAULT"], found[both[0]]["RVV"]
 
 
 def kernel_dirs(entries: Iterable[dict[str, Any]], kernels: set[str]) -> dict[str, int]:
@@ -309,7 +363,9 @@ def elf_sizes(path: Path) -> dict[str, Any]:
 
 
 def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Sums per capability, RVV over DEFAULT, and the kernels by the cost of their RVV copy."""
+    """Sums per capability (DEFAULT over every measured DEFAULT copy, RVV over the RVV copies,
+    which only some kernel files have), RVV over DEFAULT, the same ratio over only the kernels
+    measured with both copies, and the kernels by the cost of their RVV copy."""
     for r in records:
         if r["rc"] != 0:
             raise BuildError(f"{r['object']} did not compile (exit {r['rc']}): "
@@ -340,6 +396,19 @@ def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     by: dict[str, dict[str, dict[str, Any]]] = {}
     for r in records:
         by.setdefault(r["kernel"], {})[r["capability"]] = r
+    pairs = [caps for caps in by.values() if "DEFAULT" in caps and "RVV" in caps]
+    same: dict[str, Any] = {}
+    for cap in CAPS:
+        same[f"{cap.lower()}_cpu_s"] = round(sum(c[cap]["cpu_s"] for c in pairs), 2)
+        same[f"{cap.lower()}_text_bytes"] = sum(c[cap]["elf"]["text"] for c in pairs)
+    out["rvv_over_default_same_kernels"] = {
+        "kernels": len(pairs),
+        **same,
+        "cpu": round(same["rvv_cpu_s"] / same["default_cpu_s"], 3)
+        if same["default_cpu_s"] else None,
+        "text": round(same["rvv_text_bytes"] / same["default_text_bytes"], 3)
+        if same["default_text_bytes"] else None,
+    }
     kernels = [
         {"kernel": k,
          "default_cpu_s": caps["DEFAULT"]["cpu_s"] if "DEFAULT" in caps else None,
@@ -411,6 +480,9 @@ def wheel_stats(wheel: Path, *, scratch: Path) -> dict[str, Any]:
         "tree": Path((info.get("plan") or {}).get("tree") or "").name or None,
         "capability_rvv": "aten-rvv" in features,
         "validation": validation.get("status") if isinstance(validation, dict) else None,
+        # what rvtorch.wheel.recompress_wheel reported when the build recompressed the wheel
+        # (None: published before the builds recompressed)
+        "recompress": info.get("recompress"),
         "libtorch_cpu": {
             "compressed_bytes": zi.compress_size,
             "uncompressed_bytes": zi.file_size,
@@ -420,15 +492,59 @@ def wheel_stats(wheel: Path, *, scratch: Path) -> dict[str, Any]:
     }
 
 
+def recompressed_stats(wheel: Path, *, scratch: Path) -> dict[str, Any]:
+    """``wheel`` recompressed the way a build now does (``rvtorch.wheel.recompress_wheel``), on
+    a copy in ``scratch`` (the published wheel is never touched): its size and that of
+    libtorch_cpu in it. The copy is removed."""
+    from rvtorch import wheel as wheel_mod
+
+    work = scratch / "recompress"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    copy = work / wheel.name
+    try:
+        shutil.copyfile(wheel, copy)
+        rec = wheel_mod.recompress_wheel(copy)
+        size = copy.stat().st_size
+        with zipfile.ZipFile(copy) as z:
+            lib = z.getinfo(LIB)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"name": wheel.name, "size_bytes": size, "size_mb": round(size / 1e6, 1),
+            "libtorch_cpu": {"compressed_bytes": lib.compress_size,
+                             "uncompressed_bytes": lib.file_size},
+            "tool": rec["tool"], "seconds": rec["seconds"],
+            "bytes_before": rec["bytes_before"], "bytes_after": rec["bytes_after"]}
+
+
+def wheel_budget(off: dict[str, Any], on: dict[str, Any]) -> dict[str, Any]:
+    """The size budget of the on wheel: the off wheel as published (its size in MB, to the 0.1
+    MB the budget is stated in)."""
+    return {"size_mb": off["size_mb"], "on_size_mb": on["size_mb"],
+            "on_within_budget": on["size_mb"] <= off["size_mb"],
+            "headroom_bytes": off["size_bytes"] - on["size_bytes"]}
+
+
 def wheel_growth(off: dict[str, Any], on: dict[str, Any], off_whl: Path, on_whl: Path,
-                 top: int = 8) -> dict[str, Any]:
+                 top: int = 8, off_recompressed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """On minus off (as published); with ``off_recompressed`` also on minus the off wheel
+    recompressed like the on one (the capability's growth without the recompression's gain)."""
     lo, ln = off["libtorch_cpu"], on["libtorch_cpu"]
     with zipfile.ZipFile(off_whl) as a, zipfile.ZipFile(on_whl) as b:
         sa = {i.filename: i.compress_size for i in a.infolist()}
         sb = {i.filename: i.compress_size for i in b.infolist()}
     files = sorted(((n, sb.get(n, 0) - sa.get(n, 0)) for n in set(sa) | set(sb)),
                    key=lambda x: -abs(x[1]))
+    vs_rec: dict[str, Any] = {}
+    if off_recompressed is not None:
+        d = on["size_bytes"] - off_recompressed["size_bytes"]
+        vs_rec = {"size_bytes_vs_off_recompressed": d,
+                  "size_mb_vs_off_recompressed": round(d / 1e6, 2),
+                  "libtorch_cpu_compressed_bytes_vs_off_recompressed":
+                      ln["compressed_bytes"]
+                      - off_recompressed["libtorch_cpu"]["compressed_bytes"]}
     return {
+        **vs_rec,
         "size_bytes": on["size_bytes"] - off["size_bytes"],
         "size_mb": round((on["size_bytes"] - off["size_bytes"]) / 1e6, 2),
         "size_ratio": round(on["size_bytes"] / off["size_bytes"], 4),
@@ -669,6 +785,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "aten-rvv" in ((build_info(off_whl).get("plan") or {}).get("features") or []):
             raise UsageError(f"the off wheel in {args.off_dist} was built with aten-rvv",
                              hint="name a wheel of --aten-rvv off with --off-dist")
+        from rvtorch import wheel as wheel_mod
+
+        # the off wheel is recompressed after the compiles: refuse now, not 25 minutes later
+        if shutil.which(wheel_mod.RECOMPRESS_TOOL) is None:
+            raise UsageError(f"{wheel_mod.RECOMPRESS_TOOL} not found: the off wheel is measured "
+                             "recompressed too", hint=f"apt-get install "
+                                                      f"{wheel_mod.RECOMPRESS_PACKAGE}")
     started = time.time()
     load_start = [round(x, 2) for x in os.getloadavg()]
     tree = _pick_tree(args.tree, on_whl, ("aten-rvv",))
@@ -683,10 +806,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     jobs = kernel_jobs(entries, scratch=CTR_SCRATCH, only=args.only, limit=args.limit)
     off_entries = {e["output"]: e for e in
                    json.loads((off_tree / "build" / "compile_commands.json").read_text())}
-    by_out = {e["output"]: e for e in entries}
-    first_default = next(e for e in by_out.values() if e["output"].endswith(
-        f"{jobs[0].kernel}.cpp.DEFAULT.cpp.o"))
-    first_rvv = by_out[first_default["output"].replace(".DEFAULT.", ".RVV.")]
+    first_default, first_rvv = flag_pair(entries, [j.kernel for j in jobs])
+    census = kernel_census(entries)
     off_same = off_entries.get(first_default["output"])
     scratch = _scratch_dir(tree, image_id, args.jobs, trial)
     lock = _lock(scratch)
@@ -699,7 +820,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     compile_rec: dict[str, Any] = {
         "objects": len(records),
         "kernels_measured": len({r["kernel"] for r in records}),
-        "kernels_in_tree": len(kernel_jobs(entries, scratch=CTR_SCRATCH)) // 2,
+        "rvv_kernels_measured": len({r["kernel"] for r in records if r["capability"] == "RVV"}),
+        **census,
         "kernel_dirs": kernel_dirs(entries, {r["kernel"] for r in records}),
         "jobs": args.jobs,
         "nice": meta["worker"]["nice"],
@@ -708,7 +830,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ccache": "disabled (no launcher, CCACHE_DISABLE=1)",
         "pool_wall_s": meta["pool_wall_s"],
         "resumed_objects": meta["resumed_objects"],
-        **{k: agg[k] for k in ("DEFAULT", "RVV", "rvv_over_default")},
+        **{k: agg[k] for k in ("DEFAULT", "RVV", "rvv_over_default",
+                               "rvv_over_default_same_kernels")},
+        "flag_pair_kernel": first_default["output"].rsplit("/", 1)[-1].split(".cpp.")[0],
         "arch": {cap: next(r["elf"]["arch"] for r in records if r["capability"] == cap)
                  for cap in CAPS},
         "rvv_flags_vs_default": {"added": rvv_added, "removed": rvv_removed},
@@ -764,8 +888,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if off_whl is not None and on_whl is not None:
         off = wheel_stats(off_whl, scratch=scratch)
         on = wheel_stats(on_whl, scratch=scratch)
-        result["wheels"] = {"off": off, "on": on,
-                            "growth": wheel_growth(off, on, off_whl, on_whl)}
+        off_rec = recompressed_stats(off_whl, scratch=scratch)
+        result["wheels"] = {"off": off, "on": on, "off_recompressed": off_rec,
+                            "budget": wheel_budget(off, on),
+                            "growth": wheel_growth(off, on, off_whl, on_whl,
+                                                   off_recompressed=off_rec)}
     if not args.keep_scratch:
         shutil.rmtree(scratch, ignore_errors=True)
     lock.close()  # after the scratch is gone (an error exit releases it with the process)
@@ -791,6 +918,10 @@ def table(res: dict[str, Any]) -> str:
          f"{q['wall']:.2f}"),
         ("object text bytes", str(d["text_bytes"]), str(v["text_bytes"]), f"{q['text']:.2f}"),
     ]
+    same = c.get("rvv_over_default_same_kernels")
+    if same:
+        rows.append((f"same {same['kernels']} kernels CPU s", f"{same['default_cpu_s']:.0f}",
+                     f"{same['rvv_cpu_s']:.0f}", f"{same['cpu']:.2f}" if same["cpu"] else "-"))
     lines = [f"{a:<30} {b:>12} {e:>12} {f:>12}" for a, b, e, f in rows]
     if "from_clean_build" in res:
         fc, est = res["from_clean_build"], res["estimate"]
@@ -805,6 +936,16 @@ def table(res: dict[str, Any]) -> str:
         for label, key in (("wheel bytes", "size_bytes"),):
             lines.append(f"{label:<30} {w['off'][key]:>12} {w['on'][key]:>12} "
                          f"{w['on'][key] - w['off'][key]:>12}")
+        if "off_recompressed" in w:
+            r = w["off_recompressed"]
+            lines.append(f"{'  off recompressed (' + r['tool'].split()[0] + ')':<30} "
+                         f"{r['size_bytes']:>12} {w['on']['size_bytes']:>12} "
+                         f"{w['growth']['size_bytes_vs_off_recompressed']:>12}")
+        if "budget" in w:
+            b = w["budget"]
+            lines.append(f"{'budget (off as published) MB':<30} {b['size_mb']:>12} "
+                         f"{b['on_size_mb']:>12} "
+                         f"{'within' if b['on_within_budget'] else 'over':>12}")
         for label, key in (("libtorch_cpu compressed", "compressed_bytes"),
                            ("libtorch_cpu uncompressed", "uncompressed_bytes"),
                            ("libtorch_cpu exec sections", "text")):

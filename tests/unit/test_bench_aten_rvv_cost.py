@@ -301,3 +301,172 @@ def test_one_run_at_a_time_per_scratch_directory(tmp_path: Path) -> None:
         cost._lock(tmp_path)
     held.close()
     cost._lock(tmp_path).close()
+
+
+def _partial_commands() -> list[dict[str, str]]:
+    """A tree built with USE_RVV_KERNELS: every kernel file has a DEFAULT copy, only some an RVV
+    one; the first kernel in sorted order has none."""
+    entries = []
+    for k in ("AdaptiveAvgPoolKernel", "BinaryOpsKernel", "GridSamplerKernel", "SoftMaxKernel"):
+        entries.append(_entry(k, "DEFAULT"))
+        if k in ("BinaryOpsKernel", "SoftMaxKernel"):
+            entries.append(_entry(k, "RVV"))
+    return entries
+
+
+def test_a_tree_where_only_some_kernels_have_an_rvv_copy() -> None:
+    entries = _partial_commands()
+    jobs = cost.kernel_jobs(entries, scratch="/s")
+    assert [(j.kernel, j.capability) for j in jobs] == [
+        ("AdaptiveAvgPoolKernel", "DEFAULT"), ("BinaryOpsKernel", "DEFAULT"),
+        ("BinaryOpsKernel", "RVV"), ("GridSamplerKernel", "DEFAULT"),
+        ("SoftMaxKernel", "DEFAULT"), ("SoftMaxKernel", "RVV")]
+    assert cost.kernel_census(entries) == {
+        "kernels_in_tree": 4, "rvv_kernels_in_tree": 2,
+        "kernels_without_rvv": ["AdaptiveAvgPoolKernel", "GridSamplerKernel"]}
+    # the flags are compared on the first kernel with both copies, not on jobs[0]'s
+    default, rvv = cost.flag_pair(entries, [j.kernel for j in jobs])
+    assert default["output"].endswith("/BinaryOpsKernel.cpp.DEFAULT.cpp.o")
+    assert rvv["output"].endswith("/BinaryOpsKernel.cpp.RVV.cpp.o")
+    # measured kernels without a pair: the first pair of the tree
+    default, rvv = cost.flag_pair(entries, ["GridSamplerKernel"])
+    assert rvv["output"].endswith("/BinaryOpsKernel.cpp.RVV.cpp.o")
+    with pytest.raises(cost.UsageError, match="both a DEFAULT and an RVV copy"):
+        cost.flag_pair([e for e in entries if ".RVV." not in e["output"]], ["BinaryOpsKernel"])
+    # a trial whose kernels have no RVV copy is refused before anything is compiled
+    with pytest.raises(cost.UsageError, match="none of the 2 selected kernel files has an RVV"):
+        cost.kernel_jobs(entries, scratch="/s", only="Adaptive|Grid")
+    assert [j.kernel for j in cost.kernel_jobs(entries, scratch="/s", limit=2)] == [
+        "AdaptiveAvgPoolKernel", "BinaryOpsKernel", "BinaryOpsKernel"]
+
+
+def test_aggregate_with_kernels_without_an_rvv_copy() -> None:
+    recs = [_rec("A", "DEFAULT", 10.0, 1000), _rec("A", "RVV", 15.0, 1200),
+            _rec("B", "DEFAULT", 40.0, 5000),  # no RVV copy
+            _rec("C", "DEFAULT", 20.0, 2000), _rec("C", "RVV", 25.0, 1800)]
+    agg = cost.aggregate(recs)
+    # DEFAULT over every DEFAULT copy, RVV over the RVV copies
+    assert agg["DEFAULT"]["objects"] == 3 and agg["RVV"]["objects"] == 2
+    assert agg["DEFAULT"]["cpu_s"] == pytest.approx(70.0)
+    assert agg["RVV"]["cpu_s"] == pytest.approx(40.0)
+    assert agg["rvv_over_default"]["cpu"] == pytest.approx(40 / 70, abs=1e-3)
+    assert agg["rvv_over_default"]["text"] == pytest.approx(3000 / 8000, abs=1e-3)
+    same = agg["rvv_over_default_same_kernels"]
+    assert same["kernels"] == 2
+    assert same["default_cpu_s"] == pytest.approx(30.0)
+    assert same["rvv_cpu_s"] == pytest.approx(40.0)
+    assert same["default_text_bytes"] == 3000 and same["rvv_text_bytes"] == 3000
+    assert same["cpu"] == pytest.approx(40 / 30, abs=1e-3)
+    assert same["text"] == pytest.approx(1.0)
+    b = next(p for p in agg["kernels"] if p["kernel"] == "B")
+    assert b["rvv_cpu_s"] is None and b["default_cpu_s"] == pytest.approx(40.0)
+
+
+def test_wheel_budget_against_the_published_off_wheel() -> None:
+    off = {"size_bytes": 65_100_000, "size_mb": 65.1}
+    within = cost.wheel_budget(off, {"size_bytes": 65_140_000, "size_mb": 65.1})
+    assert within == {"size_mb": 65.1, "on_size_mb": 65.1, "on_within_budget": True,
+                      "headroom_bytes": -40_000}
+    over = cost.wheel_budget(off, {"size_bytes": 71_700_000, "size_mb": 71.7})
+    assert over["on_within_budget"] is False and over["headroom_bytes"] == -6_600_000
+
+
+def test_off_wheel_is_measured_recompressed_on_a_copy_and_growth_is_against_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    import rvtorch.wheel
+
+    calls: list[Path] = []
+
+    def fake_recompress(wheel: Path, *, level: int = 3) -> dict[str, object]:
+        # stands in for advzip: rewrites the zip with a stronger zlib level, same members
+        calls.append(wheel)
+        before = wheel.stat().st_size
+        tmp = wheel.with_suffix(".tmp")
+        with zipfile.ZipFile(wheel) as a, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED,
+                                                          compresslevel=9) as b:
+            for i in a.infolist():
+                b.writestr(i.filename, a.read(i))
+        tmp.replace(wheel)
+        return {"tool": "advzip --recompress -3", "bytes_before": before,
+                "bytes_after": wheel.stat().st_size, "seconds": 0.5}
+
+    monkeypatch.setattr(rvtorch.wheel, "recompress_wheel", fake_recompress)
+    off_d = tmp_path / "off"
+    off_d.mkdir()
+    off_whl = off_d / "torch-2.6.0+riscv64-cp313-cp313-manylinux_2_39_riscv64.whl"
+    with zipfile.ZipFile(off_whl, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.write(_elf(), "torch/lib/libtorch_cpu.so")
+        z.writestr("torch/__init__.py", "x = 1\n" * 1000)
+    Path(f"{off_whl}.build-info.json").write_text(json.dumps({"plan": {"features": []}}))
+    on_whl = cost.find_wheel(_wheel(tmp_path, "on", ["aten-rvv"]), "on")
+    published = hashlib.sha256(off_whl.read_bytes()).hexdigest()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    rec = cost.recompressed_stats(off_whl, scratch=scratch)
+    # the copy in the scratch dir was recompressed and removed; the published wheel untouched
+    assert calls == [scratch / "recompress" / off_whl.name]
+    assert hashlib.sha256(off_whl.read_bytes()).hexdigest() == published
+    assert list(scratch.iterdir()) == []
+    assert rec["tool"] == "advzip --recompress -3" and rec["seconds"] == 0.5
+    assert rec["bytes_before"] == off_whl.stat().st_size
+    assert rec["size_bytes"] == rec["bytes_after"] < off_whl.stat().st_size
+    assert rec["size_mb"] == round(rec["size_bytes"] / 1e6, 1)
+    with zipfile.ZipFile(off_whl) as z:
+        lib_off = z.getinfo("torch/lib/libtorch_cpu.so")
+    assert rec["libtorch_cpu"]["uncompressed_bytes"] == lib_off.file_size
+    assert 0 < rec["libtorch_cpu"]["compressed_bytes"] < lib_off.compress_size
+
+    off = cost.wheel_stats(off_whl, scratch=scratch)
+    on = cost.wheel_stats(on_whl, scratch=scratch)
+    assert off["recompress"] is None
+    g = cost.wheel_growth(off, on, off_whl, on_whl, off_recompressed=rec)
+    assert g["size_bytes"] == on["size_bytes"] - off["size_bytes"]
+    assert g["size_bytes_vs_off_recompressed"] == on["size_bytes"] - rec["size_bytes"]
+    assert g["size_mb_vs_off_recompressed"] == round(g["size_bytes_vs_off_recompressed"] / 1e6, 2)
+    assert g["libtorch_cpu_compressed_bytes_vs_off_recompressed"] == (
+        on["libtorch_cpu"]["compressed_bytes"] - rec["libtorch_cpu"]["compressed_bytes"])
+    assert "size_bytes_vs_off_recompressed" not in cost.wheel_growth(off, on, off_whl, on_whl)
+
+
+def test_a_run_without_advzip_is_refused_before_compiling(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which",
+                        lambda name, *a, **k: None if name == "advzip" else real_which(name))
+    results = tmp_path / "aten_rvv_cost.json"
+    on, off = _wheel(tmp_path, "on", ["aten-rvv"]), _wheel(tmp_path, "off", [])
+    argv = ["--off-dist", str(off), "--on-dist", str(on), "--results", str(results)]
+    assert cost.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rvtorch: error: advzip not found")
+    assert not results.exists()
+
+
+def test_table_shows_the_same_kernel_ratio_the_recompressed_off_wheel_and_the_budget(
+        tmp_path: Path) -> None:
+    agg = cost.aggregate([_rec("A", "DEFAULT", 10.0, 1000), _rec("A", "RVV", 15.0, 1200),
+                          _rec("B", "DEFAULT", 40.0, 5000)])
+    off_whl = cost.find_wheel(_wheel(tmp_path, "off", []), "off")
+    on_whl = cost.find_wheel(_wheel(tmp_path, "on", ["aten-rvv"]), "on")
+    off = cost.wheel_stats(off_whl, scratch=tmp_path)
+    on = cost.wheel_stats(on_whl, scratch=tmp_path)
+    rec = {"size_bytes": off["size_bytes"] - 100, "size_mb": off["size_mb"],
+           "libtorch_cpu": {"compressed_bytes": off["libtorch_cpu"]["compressed_bytes"] - 90},
+           "tool": "advzip --recompress -3", "seconds": 1.0}
+    res = {"compile": {**{k: agg[k] for k in ("DEFAULT", "RVV", "rvv_over_default",
+                                              "rvv_over_default_same_kernels")}, "jobs": 2},
+           "machine": {"load1_min": 1.0, "load1_max": 2.0, "load1_mean": 1.5},
+           "wheels": {"off": off, "on": on, "off_recompressed": rec,
+                      "budget": cost.wheel_budget(off, on),
+                      "growth": cost.wheel_growth(off, on, off_whl, on_whl, off_recompressed=rec)}}
+    out = cost.table(res)
+    assert "same 1 kernels CPU s" in out and "1.50" in out
+    line = next(ln for ln in out.splitlines() if "off recompressed (advzip)" in ln)
+    assert line.split()[-1] == str(on["size_bytes"] - rec["size_bytes"])
+    assert "budget (off as published) MB" in out
