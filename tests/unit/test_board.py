@@ -307,3 +307,50 @@ def test_an_overlay_belongs_to_the_image_it_was_made_on(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="qemu-img missing"):
         vm._prepare_disk(tree, new, files, fresh=False)
     assert not files.disk.exists() and not files.disk_stamp.exists()
+
+
+def _flaky_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int,
+               message: str) -> Path:
+    """An ``ssh`` first on PATH that fails ``failures`` times with ``message`` (exit 255, as
+    OpenSSH does for a connection problem), then runs like a board that answered."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    count = tmp_path / "calls"
+    count.write_text("0")
+    script = bin_dir / "ssh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"n=$(($(cat {count}) + 1)); echo $n > {count}\n"
+        f"if [ $n -le {failures} ]; then echo '{message}' >&2; exit 255; fi\n"
+        "echo answered\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr("rvtorch.board.remote.time.sleep", lambda s: None)
+    return count
+
+
+def test_a_connection_that_timed_out_is_tried_again(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    count = _flaky_ssh(tmp_path, monkeypatch, 2,
+                       "ssh: connect to host 127.0.0.1 port 2222: Connection timed out")
+    proc = Remote(user="x", host="127.0.0.1", port=2222).run("true", quiet=True)
+    assert proc.stdout.strip() == "answered" and count.read_text().strip() == "3"
+
+
+def test_a_board_that_stays_silent_is_one_error_after_the_last_attempt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rvtorch.board.remote import CONNECT_ATTEMPTS
+
+    count = _flaky_ssh(tmp_path, monkeypatch, 99,
+                       "Connection timed out during banner exchange")
+    with pytest.raises(UsageError, match="connection timed out"):
+        Remote(user="x", host="127.0.0.1", port=2222).run("true", quiet=True)
+    assert count.read_text().strip() == str(CONNECT_ATTEMPTS)
+
+
+def test_a_refused_key_is_never_tried_again(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    count = _flaky_ssh(tmp_path, monkeypatch, 99, "x@127.0.0.1: Permission denied (publickey).")
+    with pytest.raises(UsageError, match="refused the key"):
+        Remote(user="x", host="127.0.0.1", port=2222).run("true", quiet=True)
+    assert count.read_text().strip() == "1"

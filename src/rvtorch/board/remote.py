@@ -6,7 +6,9 @@ by hand (each command is echoed as ``+ ssh ...``).
 
 Every call runs with ``BatchMode=yes``: a missing key or an unknown host fails at once instead
 of prompting. Connection failures become one-line usage errors (exit 2) that name the cause:
-unreachable host, refused port, rejected key, changed host key.
+unreachable host, refused port, rejected key, changed host key. One kind is retried first: a
+connection that timed out before any command ran (a busy board, such as an emulated one on a
+loaded host, or a network hiccup), up to ``CONNECT_ATTEMPTS`` times.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +40,17 @@ _CAUSES = (
     (re.compile(r"Connection closed|Connection reset|kex_exchange_identification", re.I),
      "connection closed by the board (still booting?)"),
 )
+
+
+# ssh's words for a connection that timed out while connecting or before the banner: no command
+# ran on the board, so running the same command again is safe. Refusals, rejected keys and
+# connections closed mid-command are never retried.
+_CONNECT_TIMED_OUT = re.compile(r"Connection timed out|timed out during banner exchange", re.I)
+CONNECT_ATTEMPTS = 3
+
+
+def connect_timed_out(proc: subprocess.CompletedProcess[str]) -> bool:
+    return proc.returncode == SSH_FAILED and bool(_CONNECT_TIMED_OUT.search(proc.stderr or ""))
 
 
 def connection_problem(stderr: str) -> str:
@@ -104,8 +119,7 @@ class Remote:
         if not quiet:
             echo(argv)
         try:
-            proc = subprocess.run(argv, text=True, input=input, capture_output=capture,
-                                  timeout=timeout, check=False)
+            proc = self._attempts(argv, input=input, capture=capture, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise UsageError(f"{what or 'ssh command'} on {self.name} did not finish within "
                              f"{timeout:.0f} s") from exc
@@ -117,6 +131,20 @@ class Remote:
             raise UsageError(f"{what or shlex.quote(command[:60])} failed on {self.name} "
                              f"(exit {proc.returncode})" + (f": {tail[0][:200]}" if tail else ""))
         return proc
+
+    def _attempts(self, argv: list[str], *, input: str | None = None, capture: bool = True,
+                  timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` (ssh or scp); again, after a pause, while the connection timed out
+        before any command ran (only detectable with the output captured)."""
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            proc = subprocess.run(argv, text=True, input=input, capture_output=capture,
+                                  timeout=timeout, check=False)
+            if not capture or not connect_timed_out(proc) or attempt == CONNECT_ATTEMPTS:
+                return proc
+            print(f"rvtorch: {self.name}: connection timed out, trying again "
+                  f"({attempt + 1}/{CONNECT_ATTEMPTS})", file=sys.stderr)
+            time.sleep(2.0 * attempt)
+        raise AssertionError("unreachable")
 
     def reachable(self, timeout: float = 20) -> tuple[bool, str]:
         """(True, "") if ``true`` runs on the board, else (False, the cause)."""
@@ -147,8 +175,7 @@ class Remote:
     def _scp(self, argv: list[str], what: str, timeout: float | None) -> None:
         echo(argv)
         try:
-            proc = subprocess.run(argv, text=True, capture_output=True, timeout=timeout,
-                                  check=False)
+            proc = self._attempts(argv, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise UsageError(f"{what} ({self.name}) did not finish in {timeout:.0f} s") from exc
         if proc.returncode != 0:
