@@ -664,16 +664,10 @@ def _scratch_dir(tree: Path, image_id: str, jobs: int, trial: bool) -> Path:
 
 def _lock(scratch: Path) -> IO[str]:
     """One run per scratch directory: two would compile the same objects into it."""
-    import fcntl
+    from rvtorch.paths import try_lock
 
-    fh = (scratch / ".lock").open("w")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise UsageError(f"another run is measuring in {scratch}",
-                         hint="wait for it; a rerun then resumes from its objects") from None
-    return fh
+    return try_lock(scratch / ".lock", f"another run is measuring in {scratch}",
+                    hint="wait for it; a rerun then resumes from its objects")
 
 
 def marked_pids(marker: str, proc_dir: Path = Path("/proc")) -> list[int]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import hashlib
 import io
 import itertools
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import BuildError, RvtorchError, UsageError
-from .paths import cache_dir, data_dir, keeps_wheel_on_failure, repo_root
+from .paths import cache_dir, data_dir, keeps_wheel_on_failure, repo_root, try_lock
 from .sources import sha256_file
 from .targets import Target, matrix
 from .torchspec import TorchVersion, torch_version
@@ -797,15 +796,8 @@ def prepare_tree(plan: Plan, provider: str, mirror: str | None) -> Path:
 
 def tree_lock(tree: Path) -> IO[str]:
     """An exclusive lock on a build tree: two builds must never share one ninja directory."""
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    fh = (tree.parent / f".{tree.name}.lock").open("w")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise UsageError(f"another build is using {tree}",
-                         hint="wait for it to finish (ninja state is per tree)") from None
-    return fh
+    return try_lock(tree.parent / f".{tree.name}.lock", f"another build is using {tree}",
+                    hint="wait for it to finish (ninja state is per tree)")
 
 
 def parse_steps(log_text: str) -> dict[str, float]:

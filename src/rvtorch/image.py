@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -34,7 +33,7 @@ from pathlib import Path
 from . import toolchain
 from .engine import Engine, detect_engine
 from .errors import BuildError, UsageError
-from .paths import cache_dir, repo_root
+from .paths import cache_dir, repo_root, wait_lock
 from .proc import run, which
 from .targets import Matrix, Target, matrix
 
@@ -160,18 +159,9 @@ class ImageRefs:
 @contextlib.contextmanager
 def _lock(name: str) -> Iterator[None]:
     """Serialise builds of the same thing across processes (helpers and tests run in parallel)."""
-    d = cache_dir() / "locks"
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / f"{name}.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"rvtorch: waiting for another process building {name}", file=sys.stderr)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with wait_lock(cache_dir() / "locks" / f"{name}.lock",
+                   f"waiting for another process building {name}"):
+        yield
 
 
 def _work_dir() -> Path:

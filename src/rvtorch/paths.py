@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from .errors import UsageError
 
@@ -175,6 +178,35 @@ class StagingDir:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+# ------------------------------------------------------------------------------- locks
+def try_lock(path: Path, busy: str, *, hint: str) -> IO[str]:
+    """An exclusive lock on ``path`` (created with its folder), held while the returned file is
+    open (the process's end releases it too); ``busy`` is the usage error (exit 2) when another
+    process holds it: for work that must never run twice at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise UsageError(busy, hint=hint) from None
+    return fh
+
+
+@contextlib.contextmanager
+def wait_lock(path: Path, waiting: str) -> Iterator[None]:
+    """An exclusive lock on ``path`` for the ``with`` block; when another process holds it,
+    print ``waiting`` once and wait: for work a second process would otherwise redo."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"rvtorch: {waiting}", file=sys.stderr)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def reap_stale(root: Path, *, orphans: bool = True) -> list[Path]:

@@ -16,8 +16,6 @@ The plugin's output format is in ``tcg/insn_count.c``; :func:`parse_output` read
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -26,12 +24,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BuildError, UsageError, ValidationError
-from .paths import cache_dir
+from .paths import cache_dir, wait_lock
 from .torchspec import PinnedFile
 
 HERE = Path(__file__).resolve().parent
@@ -103,18 +101,6 @@ class CountingQemu:
 
 
 # ----------------------------------------------------------------------------------- building
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"rvtorch: waiting for another build of {path.parent.name}", file=sys.stderr)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
 def check_host_tools() -> None:
     """A usage error (exit 2) naming the packages when the host cannot build QEMU."""
     missing = [t for t in ("cc", "ninja", "pkg-config", "python3", "tar") if not shutil.which(t)]
@@ -202,7 +188,7 @@ def ensure_qemu(*, mirror: str | None = None,
     if binary.is_file() and stamp.is_file():
         return binary, dict(json.loads(stamp.read_text()))
     check_host_tools()
-    with _locked(d / "build.lock"):
+    with wait_lock(d / "build.lock", f"waiting for another build of {d.name}"):
         if binary.is_file() and stamp.is_file():
             return binary, dict(json.loads(stamp.read_text()))
         log = d / "build.log"
