@@ -964,7 +964,7 @@ class Bench:
                  + (243).to_bytes(2, "little") + (1).to_bytes(4, "little") + b"\0" * 40)
         probes: list[tuple[str, Path, str]] = [
             ("member_dotdot", crafted("dotdot", add("../evil.py", b"x=1\n")), "evil.py"),
-            ("member_absolute", crafted("abs", add("/tmp/evil_abs.py", b"x=1\n")), "evil_abs"),
+            ("member_absolute", crafted("abs", add("/evil_abs.py", b"x=1\n")), "evil_abs"),
             ("member_escape_via_torch", crafted("esc", add("torch/../../evil2", b"x")),
              "evil2"),
             ("record_short_row", crafted("short", replace(
